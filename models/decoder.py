@@ -103,7 +103,7 @@ class Masks(NamedTuple):
 
     text: torch.Tensor  # (T, S_text) text keys a query may see
     vision: torch.Tensor  # (1 or H, T, N_v) vision keys a query may see (before top-k)
-    select_topk: bool  # this chunk ends the prompt: the top-k layer picks the kept vision tokens
+    select_topk: torch.Tensor  # bool scalar: this chunk ends the prompt, so the top-k layer picks anew
 
 
 class DecoderLayer(nn.Module):
@@ -143,7 +143,7 @@ class DecoderLayer(nn.Module):
         write_cache(self.text_v, slot, v)
         if not self.attends_vision:
             return self.block(x, self.self_attn.attend(q, self.text_k, self.text_v, masks.text))
-        if self.select_k and masks.select_topk:
+        if self.select_k:
             _select_topk(self.self_attn, q, self.vision_k, self.text_k, masks, keep, self.select_k)
         vision_bias = masks.vision + torch.where(keep > 0, 0.0, NEG_INF) if self.uses_topk else masks.vision
         keys = torch.cat([self.vision_k, self.text_k], dim=2)
@@ -176,14 +176,14 @@ def _vision_frozen(x, cos, sin, text_bias, vision_bias):
 
 
 def _select_topk(attn: Attention, q, vision_k, text_k, masks: Masks, keep: torch.Tensor, k: int) -> None:
-    """Pick the k vision tokens the chunk's last query attends to most (mean over heads) into `keep`."""
+    """When masks.select_topk, put into `keep` the k vision tokens the chunk's last query attends to
+    most (mean over heads); otherwise leave `keep` as it is (no data-dependent branch)."""
     keys = torch.cat([vision_k, text_k], dim=2)
     bias = torch.cat([masks.vision, masks.text.expand(masks.vision.shape[0], -1, -1)], dim=-1)
     probs = attn.scores(q[:, :, -1:], keys, bias[:, -1:])  # (1, H, 1, N_v + S)
     weight = probs[0, :, 0, :vision_k.shape[2]].mean(0)  # (N_v,)
-    top = torch.topk(weight, k).indices
-    keep.zero_()
-    keep.index_fill_(0, top, 1.0)
+    chosen = torch.zeros_like(keep).index_fill_(0, torch.topk(weight, k).indices, 1.0)
+    keep.copy_(torch.where(masks.select_topk, chosen, keep))
 
 
 class Decoder(nn.Module):
@@ -220,20 +220,21 @@ class Decoder(nn.Module):
         h = self.norm(x)
         return self.lm_head(h) if self.lm_head is not None else h @ self.embed_tokens.weight.T
 
-    def forward_text(self, x, pos, slot, select_topk: bool = False, all_logits: bool = False):
+    def forward_text(self, x, pos, slot, select_topk=False, all_logits: bool = False):
         """x (1, T, hidden) at RoPE positions pos (T,) and text slots slot .. slot+T-1 (slot: int64 scalar).
 
-        select_topk marks the chunk that ends the prompt: its last token chooses the kept vision tokens.
+        select_topk (bool or bool scalar tensor) marks the chunk that ends the prompt: its last token
+        chooses the kept vision tokens.
         """
         T = x.shape[1]
         slots = slot + torch.arange(T)
-        masks = self._text_masks(pos, slots, select_topk)
+        masks = self._text_masks(pos, slots, torch.as_tensor(select_topk, dtype=torch.bool))
         cos, sin = self.rope_cos[pos], self.rope_sin[pos]
         for layer in self.layers:
             x = layer(x, cos, sin, slot, masks, self.topk_keep)
         return self.logits(x if all_logits else x[:, -1:])
 
-    def _text_masks(self, pos, slots, select_topk: bool) -> Masks:
+    def _text_masks(self, pos, slots, select_topk: torch.Tensor) -> Masks:
         text = torch.where(torch.arange(self.cfg.max_seq_len)[None, :] <= slots[:, None], 0.0, NEG_INF)  # (T, S)
         after_image = (pos - slots) == self.num_vision  # (T,) the image precedes this token
         vision = torch.where(after_image[:, None], 0.0, NEG_INF).expand(-1, self.num_vision)  # (T, N_v)

@@ -200,7 +200,7 @@ def test_vision_heads_hide_vision_from_the_other_heads():
     dec = make_decoder({"vision_heads": [1]})
     prefix, question, img, _ = _two_images(4)
     run_chunked(dec, prefix, img, question, n_decode=0)
-    masks = dec._text_masks(torch.arange(3 + NV, 3 + NV + 4), torch.arange(3, 7), False)
+    masks = dec._text_masks(torch.arange(3 + NV, 3 + NV + 4), torch.arange(3, 7), torch.tensor(False))
     layer = dec.layers[0]
     with torch.no_grad():
         x = layer.input_layernorm(question)
