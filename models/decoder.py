@@ -57,6 +57,11 @@ def write_cache(cache: torch.Tensor, start: torch.Tensor, value: torch.Tensor) -
     cache.index_copy_(2, idx, value.to(cache.dtype))
 
 
+def write_cache_slice(cache: torch.Tensor, start: torch.Tensor, value: torch.Tensor) -> None:
+    """Same write as slice assignment at a tensor start (Core ML converts this, not index_copy_)."""
+    cache[:, :, start:start + value.shape[2]] = value.to(cache.dtype)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
@@ -125,6 +130,7 @@ class DecoderLayer(nn.Module):
             self.register_buffer("vision_k", torch.zeros(vkv), persistent=False)
             self.register_buffer("vision_v", torch.zeros(vkv), persistent=False)
         self.uses_topk = uses_topk
+        self.write = write_cache  # swapped by use_slice_cache_writes()
         self.select_k = select_k  # > 0: this layer picks the top-k vision tokens for itself and later layers
         self.vision_step = {"full": self._vision_full, "cross": self._vision_cross}.get(mode, _vision_frozen)
 
@@ -139,8 +145,8 @@ class DecoderLayer(nn.Module):
         h = self.input_layernorm(x)
         q = self.self_attn.query(h, cos, sin)
         k, v = self.self_attn.key_value(h, cos, sin)
-        write_cache(self.text_k, slot, k)
-        write_cache(self.text_v, slot, v)
+        self.write(self.text_k, slot, k)
+        self.write(self.text_v, slot, v)
         if not self.attends_vision:
             return self.block(x, self.self_attn.attend(q, self.text_k, self.text_v, masks.text))
         if self.select_k:
@@ -281,3 +287,10 @@ def vision_head_bias(num_heads: int, heads: tuple[int, ...] | None) -> torch.Ten
     allowed = torch.zeros(num_heads, dtype=torch.bool)
     allowed[list(heads)] = True
     return torch.where(allowed, 0.0, NEG_INF)[:, None, None]
+
+
+def use_slice_cache_writes(decoder: Decoder) -> Decoder:
+    """Transform: write the text KV cache by slice assignment instead of index_copy_ (for Core ML)."""
+    for layer in decoder.layers:
+        layer.write = write_cache_slice
+    return decoder

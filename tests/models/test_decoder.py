@@ -116,3 +116,16 @@ def test_dense_plan_is_plain_causal_transformer():
             h = layer.block(h, a.o_proj(o.transpose(1, 2).reshape(1, S, -1)))
         direct = dec.logits(h[:, 3 + NV:])
     torch.testing.assert_close(ref, direct, atol=1e-5, rtol=1e-5)
+
+
+def test_slice_cache_writes_give_the_same_outputs():
+    from models.decoder import use_slice_cache_writes
+
+    spec = PLANS["everything"]
+    dec = make_decoder(spec)
+    g = torch.Generator().manual_seed(9)
+    prefix, vision, question = (torch.randn(1, n, CFG.hidden_size, generator=g) for n in (3, NV, 5))
+    a, tokens_a = run_chunked(dec, prefix, vision, question, 3)
+    b, tokens_b = run_chunked(use_slice_cache_writes(dec), prefix, vision, question, 3)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert tokens_a == tokens_b

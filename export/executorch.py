@@ -1,0 +1,90 @@
+"""ExecuTorch target: one .pte with every method, XNNPACK-delegated (the Android path).
+
+Follows the settings that TOOLCHAIN.md found to work for state shared between methods:
+`share_mutable_buffers=True` (methods share the KV buffers), `run_reinplace_pass=True` (no whole-cache
+copy per write), and a partitioner that never lets XNNPACK take a state buffer as a constant weight.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from models.vlm import VLM
+
+from . import graphs
+
+STATE_SUFFIXES = ("_k", "_v", "topk_keep")
+PTE_NAME = "model.pte"
+
+
+def _state_safe_partitioner():
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    class StateSafeXnnpackPartitioner(XnnpackPartitioner):
+        """Stock XNNPACK partitioning, then untag the placeholders of state buffers: a buffer a method only
+        reads would otherwise be baked into the delegate blob with its initial (zero) value."""
+
+        def partition(self, ep):
+            result = super().partition(ep)
+            to_buffer = ep.graph_signature.inputs_to_buffers
+            for node in ep.graph.nodes:
+                if node.op == "placeholder" and to_buffer.get(node.name, "").endswith(STATE_SUFFIXES):
+                    node.meta.pop("delegation_tag", None)
+            return result
+
+    return StateSafeXnnpackPartitioner()
+
+
+def export_programs(vlm: VLM, layout: str) -> dict:
+    """torch.export every method of the layout (static shapes, a bounded dynamic chunk length)."""
+    from torch.export import Dim, export
+
+    capacity = vlm.cfg.decoder.max_seq_len + (vlm.cfg.num_vision_tokens if layout == "shared" else 0)
+    seq = Dim("seq", min=1, max=capacity - 1)
+    specs = graphs.methods(vlm.cfg, layout, vlm.cfg.decoder.hidden_size)
+    programs = {}
+    with torch.no_grad():
+        for name, module in graphs.wrappers(vlm, layout).items():
+            method = specs[name]
+            programs[name] = export(module, graphs.example_inputs(method), strict=False,
+                                    dynamic_shapes=graphs.dynamic_shapes(method, seq))
+    vlm.decoder.reset()  # export ran the wrappers on example inputs
+    return programs
+
+
+def constant_methods(vlm: VLM, layout: str, tokenizer_info: dict) -> dict:
+    """Metadata methods; the stock MultimodalRunner reads these (get_max_seq_len is required)."""
+    cfg = vlm.cfg
+    capacity = cfg.decoder.max_seq_len + (cfg.num_vision_tokens if layout == "shared" else 0)
+    return {"get_max_seq_len": capacity, "get_max_context_len": capacity,
+            "get_vocab_size": cfg.decoder.vocab_size, "use_kv_cache": True, "enable_dynamic_shape": True,
+            "use_sdpa_with_kv_cache": False, "get_n_vision_tokens": cfg.num_vision_tokens,
+            "get_bos_id": tokenizer_info.get("bos_id", 0), "get_eos_ids": tokenizer_info["stop_ids"]}
+
+
+def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log) -> dict:
+    """Export, lower and save. Returns {"files": [...], "timings": {...}}."""
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    t0 = time.perf_counter()
+    programs = export_programs(vlm, layout)
+    t1 = time.perf_counter()
+    log(f"torch.export of {len(programs)} methods: {t1 - t0:.1f} s")
+    edge = to_edge_transform_and_lower(
+        programs, partitioner={name: [_state_safe_partitioner()] for name in programs},
+        constant_methods=constant_methods(vlm, layout, tokenizer_info),
+        compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    program = edge.to_executorch(ExecutorchBackendConfig(
+        extract_delegate_segments=True,
+        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=True),
+        sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+        run_reinplace_pass=True, emit_mutable_buffer_names=True))
+    t2 = time.perf_counter()
+    log(f"XNNPACK lowering + to_executorch: {t2 - t1:.1f} s")
+    (out_dir / PTE_NAME).write_bytes(program.buffer)
+    return {"files": [PTE_NAME], "timings": {"export_s": t1 - t0, "lower_s": t2 - t1}}
