@@ -129,7 +129,7 @@ def methods(cfg: ModelConfig, layout: str, hidden: int) -> dict[str, Method]:
         (Tensor("vision_states", (1, nv, hidden), "float32"),))
     common["text_decoder"] = Method(
         "text_decoder", (Tensor("embeds", (1, "seq", hidden), "float32"), Tensor("pos", ("seq",), "int64"),
-                         Tensor("slot", (1,), "int64"), Tensor("select", (1,), "bool")), (logits,))
+                         Tensor("slot", (1,), "int64"), Tensor("select_topk", (1,), "bool")), (logits,))
     return common
 
 

@@ -1,0 +1,120 @@
+"""What a build directory holds besides its graphs: manifest.json, golden.json, cost.json, golden images.
+
+The manifest is the contract with runtime/ and the apps (schema: runtime/manifest.schema.json).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from models.config import ModelConfig
+from models.cost import estimate
+from models.plan import Plan
+from models.vlm import VLM
+from runtime.manifest import SCHEMA_VERSION
+
+from . import graphs
+
+GOLDEN_PROMPTS = ("What is in the image?", "Is there a red shape?")
+
+
+def manifest(name: str, target: str, dtype: str, vlm: VLM, layout: str, source: str, built: dict,
+             stop_ids: list[int], skip_parity: bool) -> dict:
+    cfg: ModelConfig = vlm.cfg
+    declared = graphs.methods(cfg, layout, cfg.decoder.hidden_size)
+    methods = {}
+    for mname, method in declared.items():
+        entry = {"file": built["files"][0], **method.to_dict()}
+        entry.update(built.get("methods", {}).get(mname, {}))
+        methods[mname] = entry
+    d = cfg.decoder
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "target": target,
+        "dtype": dtype,
+        "model": {"family": cfg.family, "source": source, "config": cfg.to_dict()},
+        "weights": "weights",
+        "plan": vlm.plan.to_dict(),
+        "kv_layout": layout,
+        "image": image_section(cfg),
+        "prompt": {"before_image": cfg.prompt.before_image, "after_image": cfg.prompt.after_image,
+                   "image_token": cfg.prompt.image_token, "stop_tokens": list(cfg.prompt.stop_tokens),
+                   "stop_ids": stop_ids},
+        "tokenizer": "tokenizer.json",
+        "graphs": {"files": built["files"], "methods": methods},
+        "kv": kv_section(cfg, vlm.plan, layout),
+        "runner": runner_protocol(layout),
+        "parity": {"file": "parity.json", "skipped": skip_parity},
+        "golden": "golden.json",
+        "cost": "cost.json",
+    }
+
+
+def image_section(cfg: ModelConfig) -> dict:
+    im = cfg.image
+    return {"size": cfg.vision.image_size, "resize_mode": im.resize_mode, "pad_color": list(im.pad_color),
+            "mean": list(im.mean), "std": list(im.std), "channel_order": im.channel_order, "resample": "bicubic",
+            "scale": 1 / 255, "layout": "NCHW", "dtype": "float32"}
+
+
+def kv_section(cfg: ModelConfig, plan: Plan, layout: str) -> dict:
+    d = cfg.decoder
+    nv = cfg.num_vision_tokens
+    text_rows = d.max_seq_len + (nv if layout == "shared" else 0)
+    return {"layout": layout, "text_capacity": d.max_seq_len, "vision_tokens": nv, "grid": cfg.vision_grid,
+            "num_kv_heads": d.num_kv_heads, "head_dim": d.head_dim, "dtype": "float32",
+            "text_kv_shape": [1, d.num_kv_heads, text_rows, d.head_dim],
+            "vision_kv_shape": [1, d.num_kv_heads, nv, d.head_dim] if layout == "split" else None,
+            "layers": [{"layer": i, "mode": m, "vision_kv": layout == "split" and m in ("full", "cross")}
+                       for i, m in enumerate(plan.modes)]}
+
+
+def runner_protocol(layout: str) -> dict:
+    if layout == "shared":
+        return {"steps": ["token_embedding + text_decoder(embeds, input_pos) on the text before the image",
+                          "vision_encoder, then text_decoder(vision_embeds, input_pos)",
+                          "token_embedding + text_decoder on the question", "one token per decode step"],
+                "position": "input_pos counts every token, image included"}
+    return {"steps": ["token_embedding + text_decoder(embeds, pos, slot, select=false) on the text before the image",
+                      "vision_encoder, then vision_prefill(vision_embeds, start_pos = tokens so far)",
+                      "token_embedding + text_decoder(embeds, pos, slot, select=true) on the question",
+                      "one token per decode step with select=false"],
+            "position": "pos = position in the original sequence (image tokens counted); "
+                        "slot = index among text tokens (image not counted)"}
+
+
+def golden_images(out_dir: Path, size: int) -> list[str]:
+    """Deterministic test pictures (coloured rectangles on grey) written as PNG."""
+    from PIL import Image
+
+    (out_dir / "golden").mkdir(exist_ok=True)
+    names, rng = [], np.random.default_rng(0)
+    for i in range(len(GOLDEN_PROMPTS)):
+        img = np.full((size, size, 3), 128, np.uint8)
+        for _ in range(3):
+            x, y = rng.integers(0, size * 3 // 4, 2)
+            w, h = rng.integers(size // 8, size // 3, 2)
+            img[y:y + h, x:x + w] = rng.integers(0, 256, 3)
+        name = f"golden/case{i}.png"
+        Image.fromarray(img).save(out_dir / name)
+        names.append(name)
+    return names
+
+
+def cost_section(cfg: ModelConfig, plan: Plan, prefix_tokens: int, prompt_tokens: int) -> dict:
+    def est(p, image=True):
+        return estimate(cfg, p, prefix_tokens, prompt_tokens, image=image).to_dict()
+
+    dense, planned, text_only = est("dense"), est(plan), est("dense", image=False)
+    removed = ((dense["prefill_flops"] - planned["prefill_flops"]) /
+               max(dense["prefill_flops"] - text_only["prefill_flops"], 1))
+    return {"prefix_tokens": prefix_tokens, "prompt_tokens": prompt_tokens, "dense": dense, "plan": planned,
+            "text_only": text_only, "vision_prefill_share_removed": removed}
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,195 @@
+"""Build phone-ready graphs of a VLM with its vision plan, and prove they match PyTorch.
+
+    python export/build.py --target onnx                       # the default model and plan
+    python export/build.py --target all --plan plans/example.json --out build
+    python export/build.py --target executorch --model fastvlm-0.5b --plan dense --image-size 1024
+
+Stages: load -> export/lower/convert -> save -> parity. Everything is written into a temporary
+directory beside the destination and renamed into place only when every stage passed, so an
+interrupted or failed build never leaves a directory that looks complete.
+Exit codes: 0 built; 1 parity floor missed; 2 bad arguments or input; 3 export failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export import artifacts  # noqa: E402
+
+TARGETS = ("executorch", "onnx", "coreml")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def target_module(name: str):
+    """export/<target>.py, imported only when that target is built (each pulls its own SDK)."""
+    import importlib
+
+    return importlib.import_module({"executorch": "export.executorch", "onnx": "export.onnx",
+                                    "coreml": "export.coreml"}[name])
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python export/build.py", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--target", required=True, choices=TARGETS + ("all",))
+    ap.add_argument("--model", default=None, help="checkpoint directory or preset name (default: the shipped model)")
+    ap.add_argument("--plan", default=None, help="plan JSON file or 'dense' (default: the model's shipped plan)")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "fp16"), help="compute dtype (fp16: coreml only)")
+    ap.add_argument("--image-size", type=int, default=None, help="input image side in pixels")
+    ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity in tokens")
+    ap.add_argument("--out", default="build", help="directory that receives build/<name>/ (default: build)")
+    ap.add_argument("--skip-parity", action="store_true", help="do not check the graphs (marked in the manifest)")
+    return ap.parse_args(argv)
+
+
+class Stages:
+    """Prints one line per stage with its time."""
+
+    def __init__(self, name: str):
+        self.name, self.times = name, {}
+
+    def run(self, stage: str, fn, *args):
+        print(f"[{self.name}] {stage} ...", flush=True)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.times[stage] = round(time.perf_counter() - t0, 2)
+        print(f"[{self.name}] {stage} done in {self.times[stage]:.1f} s", flush=True)
+        return out
+
+    def log(self, msg: str):
+        print(f"[{self.name}]   {msg}", flush=True)
+
+
+def build_one(target: str, args, loaded) -> Path:
+    from export.load import model_name
+
+    vlm, source, tokenizer_path, layout = loaded.vlm, loaded.source, loaded.tokenizer, loaded.layout
+    name = f"{model_name(source)}-{vlm.plan.name}-{target}" + ("-fp16" if args.dtype == "fp16" else "")
+    final = Path(args.out) / name
+    tmp = Path(args.out) / f".{name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    st = Stages(name)
+    try:
+        _fill(tmp, target, args, loaded, name, st)
+        _replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"[{name}] built {final} ({', '.join(f'{k} {v:.1f}s' for k, v in st.times.items())})")
+    return final
+
+
+def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
+    from models.checkpoint import save_model
+    from runtime.tokenizer import PromptTokenizer
+
+    vlm, layout = loaded.vlm, loaded.layout
+    shutil.copy(loaded.tokenizer, tmp / "tokenizer.json")
+    st.run("save weights", save_model, vlm, tmp / "weights")
+    prompt = {"before_image": vlm.cfg.prompt.before_image, "after_image": vlm.cfg.prompt.after_image,
+              "stop_tokens": list(vlm.cfg.prompt.stop_tokens), "image_token": vlm.cfg.prompt.image_token}
+    tok = PromptTokenizer(tmp / "tokenizer.json", prompt)
+    info = {"stop_ids": list(tok.stop_ids) or [0], "bos_id": 0}
+    graph_vlm = artifacts_layout_model(vlm, layout)
+    kwargs = {"compute_precision": args.dtype} if target == "coreml" else {}
+    built = st.run(f"export {target}", target_module(target).build, graph_vlm, layout, tmp, info, st.log, **kwargs)
+    manifest = artifacts.manifest(name, target, args.dtype, vlm, layout, str(loaded.source), built,
+                                  list(tok.stop_ids), args.skip_parity)
+    if built.get("checks"):
+        manifest["checks"] = built["checks"]
+    images = artifacts.golden_images(tmp, vlm.cfg.vision.image_size)
+    st.run("golden + cost", _golden_and_cost, tmp, manifest, images, tok)
+    report = {"skipped": True} if args.skip_parity else st.run("parity", _parity, tmp, manifest, target)
+    artifacts.write_json(tmp / "parity.json", report)
+    if args.skip_parity:
+        print(f"[{name}] WARNING: parity skipped (--skip-parity); the manifest says so", flush=True)
+    elif not report.get("passed", False) and report.get("status") != "pending":
+        from runtime.parity import format_table
+
+        print(format_table(report), flush=True)
+        raise ParityError(f"{name}: parity failed: {'; '.join(report['failures'])}")
+    artifacts.write_json(tmp / "manifest.json", manifest)  # last: marks the directory complete
+
+
+def artifacts_layout_model(vlm, layout):
+    from export.graphs import shared_layout_model
+
+    return shared_layout_model(vlm) if layout == "shared" else vlm
+
+
+def _golden_and_cost(tmp: Path, manifest: dict, images: list[str], tok) -> None:
+    from runtime.pipeline import Pipeline
+
+    pipe = Pipeline(tmp, backend="torch", manifest=manifest)
+    cases = []
+    for image, prompt in zip(images, artifacts.GOLDEN_PROMPTS):
+        result = pipe.generate(tmp / image, prompt, max_new_tokens=8)
+        cases.append({"image": image, "prompt": prompt, "ids": result.ids, "text": result.text})
+    artifacts.write_json(tmp / "golden.json", {"backend": "torch", "max_new_tokens": 8, "cases": cases})
+    before, after = tok.encode_prompt(artifacts.GOLDEN_PROMPTS[0], with_image=True)
+    vlm = pipe.backend.model
+    artifacts.write_json(tmp / "cost.json", artifacts.cost_section(vlm.cfg, vlm.plan, len(before), len(after)))
+
+
+def _parity(tmp: Path, manifest: dict, target: str) -> dict:
+    from runtime.check import check_build
+
+    if target == "coreml":
+        from export.coreml import linux_parity
+
+        return linux_parity(manifest)
+    return check_build(tmp, manifest=manifest)
+
+
+class ParityError(RuntimeError):
+    pass
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Swap the finished temporary directory into place (the old build, if any, goes last)."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from export.load import LoadError, load
+
+    targets = TARGETS if args.target == "all" else (args.target,)
+    if args.dtype == "fp16" and targets != ("coreml",):
+        print("error: --dtype fp16 is built for the coreml target only", file=sys.stderr)
+        return 2
+    try:
+        loaded = load(args.model, args.plan, args.image_size, args.max_seq_len)
+    except LoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for target in targets:
+        try:
+            build_one(target, args, loaded)
+        except ParityError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted: no build written", file=sys.stderr)
+            return 130
+        except (ValueError, OSError) as e:
+            print(f"error: {target} build failed: {e}", file=sys.stderr)
+            return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Resolve build.py's --model / --plan / --image-size / --max-seq-len into a ready VLM.
+
+--model is a checkpoint directory (config.json + weights + tokenizer.json) or a preset name (random
+weights, seeded, with the shipped model's tokenizer — for speed work, not for answers). With no
+--model, the shipped default model. With no --plan, the model directory's plan.json, else dense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import CheckpointError, load_model
+from models.config import PRESETS, preset
+from models.plan import PlanError
+from models.vlm import VLM
+
+from .default_model import DEFAULT_MODEL_DIR
+
+
+class LoadError(ValueError):
+    pass
+
+
+@dataclass
+class Loaded:
+    vlm: VLM
+    source: str  # checkpoint directory or preset name
+    tokenizer: Path
+    layout: str  # KV layout of the graphs: "shared" for the dense plan, else "split"
+
+
+def model_name(source: str) -> str:
+    return Path(source).name if source not in PRESETS else source
+
+
+def load(model: str | None, plan: str | None, image_size: int | None, max_seq_len: int | None) -> Loaded:
+    source = model or str(DEFAULT_MODEL_DIR)
+    try:
+        if source in PRESETS:
+            vlm, tokenizer = _preset_model(source, plan or "dense", image_size, max_seq_len), DEFAULT_MODEL_DIR
+        else:
+            vlm, tokenizer = _checkpoint_model(Path(source), plan, image_size, max_seq_len), Path(source)
+    except (CheckpointError, PlanError) as e:
+        raise LoadError(str(e)) from None
+    tok = tokenizer / "tokenizer.json"
+    if not tok.is_file():
+        raise LoadError(f"{tokenizer} has no tokenizer.json")
+    return Loaded(vlm.eval(), source, tok, "shared" if vlm.plan.is_dense else "split")
+
+
+def _preset_model(name: str, plan, image_size, max_seq_len) -> VLM:
+    cfg = preset(name)
+    cfg = _resize(cfg, image_size, max_seq_len)
+    torch.manual_seed(0)
+    return VLM(cfg, plan)
+
+
+def _checkpoint_model(path: Path, plan, image_size, max_seq_len) -> VLM:
+    if not path.exists():
+        raise LoadError(f"--model {path}: no such directory and not a preset (presets: {', '.join(sorted(PRESETS))})")
+    if plan is None:
+        plan = str(path / "plan.json") if (path / "plan.json").is_file() else "dense"
+    vlm = load_model(path, plan=plan, max_seq_len=max_seq_len)
+    if image_size is None or image_size == vlm.cfg.vision.image_size:
+        return vlm
+    resized = VLM(_resize(vlm.cfg, image_size, None), plan)
+    try:
+        resized.load_state_dict(vlm.state_dict())
+    except RuntimeError as e:
+        raise LoadError(f"--image-size {image_size} does not fit this encoder's weights: "
+                        f"{str(e).splitlines()[-1].strip()}") from None
+    return resized
+
+
+def _resize(cfg, image_size, max_seq_len):
+    if image_size is not None:
+        if image_size <= 0 or image_size % cfg.vision.stride:
+            raise LoadError(f"--image-size {image_size} must be a positive multiple of the encoder stride "
+                            f"{cfg.vision.stride}")
+        cfg = cfg.replace(vision={"image_size": image_size})
+        if cfg.vision.grid % cfg.projector.reduction:
+            raise LoadError(f"--image-size {image_size} gives a {cfg.vision.grid}x{cfg.vision.grid} grid, not "
+                            f"divisible by the projector's {cfg.projector.reduction}")
+    if max_seq_len is not None:
+        if max_seq_len < 2:
+            raise LoadError("--max-seq-len must be at least 2")
+        cfg = cfg.replace(decoder={"max_seq_len": max_seq_len})
+    return cfg

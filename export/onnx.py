@@ -1,0 +1,86 @@
+"""ONNX target: one .onnx per method, run by onnxruntime (CPU); KV cache as explicit inputs and outputs.
+
+A stateful method becomes stateless here: its state buffers (KV caches, the top-k keep mask) are
+extra inputs named after the buffers, and their new values extra outputs named `<buffer>.out`.
+Exported through torch.export (dynamo exporter, opset 18) with distinct example tensors (the same
+tensor twice is taken as aliased and silently gives a wrong graph; TOOLCHAIN.md).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from models.vlm import VLM
+
+from . import graphs
+
+STATE_SUFFIXES = ("_k", "_v", "topk_keep")
+
+
+def state_names(module: nn.Module) -> list[str]:
+    return [n for n, _ in module.named_buffers() if n.endswith(STATE_SUFFIXES)]
+
+
+class Stateless(nn.Module):
+    """Run `inner` with its state buffers taken from inputs; return outputs + updated states."""
+
+    def __init__(self, inner: nn.Module, states: list[str]):
+        super().__init__()
+        self.inner, self.states = inner, states
+
+    def forward(self, *args):
+        n = len(args) - len(self.states)
+        buffers = {name: value.clone() for name, value in zip(self.states, args[n:])}
+        out = torch.func.functional_call(self.inner, buffers, args[:n], strict=False)
+        return (out, *[buffers[name] for name in self.states])
+
+
+def touched_states(vlm: VLM, name: str, module: nn.Module) -> list[str]:
+    """State buffers a method reads or writes (the others stay out of its signature)."""
+    if name in ("vision_encoder", "token_embedding"):
+        return []
+    names = state_names(module)
+    if name == "vision_prefill":
+        return [n for n in names if not n.endswith("topk_keep")]
+    return [n for n in names if vlm.plan.keep_topk is not None or not n.endswith("topk_keep")]
+
+
+def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log) -> dict:
+    from torch.export import Dim, export
+
+    cfg = vlm.cfg
+    capacity = cfg.decoder.max_seq_len + (cfg.num_vision_tokens if layout == "shared" else 0)
+    seq = Dim("seq", min=1, max=capacity - 1)
+    specs = graphs.methods(cfg, layout, cfg.decoder.hidden_size)
+    files, methods, t0 = [], {}, time.perf_counter()
+    for name, module in graphs.wrappers(vlm, layout).items():
+        method, states = specs[name], touched_states(vlm, name, module)
+        buffers = dict(module.named_buffers())
+        state_inputs = tuple(torch.zeros_like(buffers[s]) + 0.0 for s in states)  # distinct tensors
+        args = graphs.example_inputs(method) + state_inputs
+        dyn = graphs.dynamic_shapes(method, seq) or tuple(None for _ in method.inputs)
+        with torch.no_grad():
+            ep = export(Stateless(module, states), args, strict=False,
+                        dynamic_shapes=(tuple(dyn) + tuple(None for _ in states),))
+            names_in = [t.name for t in method.inputs] + states
+            names_out = [t.name for t in method.outputs] + [f"{s}.out" for s in states]
+            path = out_dir / f"{name}.onnx"
+            torch.onnx.export(ep, args, str(path), dynamo=True, input_names=names_in, output_names=names_out,
+                              external_data=False, verbose=False)
+        files.append(path.name)
+        kept = onnx_input_names(path)  # the exporter drops inputs a graph never reads
+        state_specs = [{"name": s, "shape": list(buffers[s].shape), "dtype": "float32"} for s in states if s in kept]
+        methods[name] = {"file": path.name, "states": state_specs}
+        log(f"{name}: {path.stat().st_size / 1e6:.2f} MB")
+    vlm.decoder.reset()
+    return {"files": files, "methods": methods, "timings": {"export_s": time.perf_counter() - t0}}
+
+
+def onnx_input_names(path: Path) -> set[str]:
+    import onnx
+
+    return {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}

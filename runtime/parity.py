@@ -1,0 +1,78 @@
+"""Parity: does an exported graph compute what the PyTorch model computes? (export error, DESIGN.md §4)
+
+One table of floors, used by the build, the tests and `python -m runtime.parity --build DIR`:
+per stage (vision embeddings, prefill logits, decode logits) max-abs, cosine and
+PSNR = 20 log10(max|ref| / RMSE), plus exact greedy-token match on the golden prompts.
+Parity is never fidelity: the reference is the PyTorch model with the *same* plan.
+
+    python -m runtime.parity --build build/foveate-tiny-random-mixed-onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FLOORS_DB = {"fp32": 60.0, "fp16": 35.0}  # PSNR floor per stage, by compute dtype
+TOKEN_EXACT = {"fp32": True, "fp16": False}
+
+
+def compare(ref, out) -> dict:
+    """max-abs, cosine and PSNR of `out` against `ref` (any shapes that broadcast equal)."""
+    ref = np.asarray(ref, dtype=np.float64).ravel()
+    out = np.asarray(out, dtype=np.float64).ravel()
+    if ref.shape != out.shape:
+        raise ValueError(f"shape mismatch: reference {ref.shape} vs output {out.shape}")
+    err = out - ref
+    rmse = float(np.sqrt(np.mean(err ** 2)))
+    peak = float(np.max(np.abs(ref)))
+    psnr = float("inf") if rmse == 0 else float(20 * np.log10(peak / rmse)) if peak > 0 else -float("inf")
+    denom = np.linalg.norm(ref) * np.linalg.norm(out)
+    cosine = float(ref @ out / denom) if denom > 0 else float(np.array_equal(ref, out))
+    return {"max_abs": float(np.max(np.abs(err))), "cosine": cosine, "psnr_db": psnr}
+
+
+def judge(stages: dict[str, dict], tokens_match: bool | None, dtype: str) -> dict:
+    """Apply the floors: {"passed": bool, "failures": [...], "floor_db": ..., "stages": ...}."""
+    floor = FLOORS_DB[dtype]
+    failures = [f"{name}: PSNR {m['psnr_db']:.1f} dB < {floor:.0f} dB floor"
+                for name, m in stages.items() if not m["psnr_db"] >= floor]
+    if TOKEN_EXACT[dtype] and tokens_match is False:
+        failures.append("greedy tokens differ from the PyTorch model on the golden prompts")
+    return {"passed": not failures, "failures": failures, "floor_db": floor, "dtype": dtype,
+            "tokens_match": tokens_match, "stages": stages}
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'stage':<22}{'max-abs':>12}{'cosine':>12}{'PSNR dB':>10}"]
+    for name, m in report["stages"].items():
+        lines.append(f"{name:<22}{m['max_abs']:>12.3g}{m['cosine']:>12.8f}{m['psnr_db']:>10.1f}")
+    verdict = "PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"])
+    lines.append(f"greedy tokens match: {report['tokens_match']}   floor {report['floor_db']:.0f} dB -> {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runtime.parity", description="Re-check a build's parity.")
+    ap.add_argument("--build", required=True, help="build directory (holds manifest.json)")
+    ap.add_argument("--backend", default=None, help="backend to check (default: the build's own)")
+    args = ap.parse_args(argv)
+    from .check import check_build  # needs torch: imported only for this command
+    from .manifest import BuildError
+
+    try:
+        report = check_build(Path(args.build), backend=args.backend)
+    except (BuildError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    print(json.dumps({"passed": report["passed"]}))
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
