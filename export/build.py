@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: the repo root, not export/, goes first on the path
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # (export/onnx.py must not shadow onnx)
 
 from export import artifacts  # noqa: E402
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.decoder import Decoder, use_slice_cache_writes
+from models.decoder import NEG_INF, Decoder, Masks, use_slice_cache_writes
 from models.vlm import VLM, Cursor
 
 from . import graphs
@@ -128,9 +128,26 @@ class TokenEmbedding(nn.Module):
         return self.decoder.embed(ids.long())
 
 
+def use_shaped_text_masks(decoder: Decoder) -> Decoder:
+    """Transform: build the text-chunk masks with `masked_fill` on full-shaped zeros, not
+    `where(cond, 0.0, -inf)`. Same values; coremltools 9.0 types `where` with two scalar branches from the
+    branches alone, so with the dynamic chunk length in `cond` the mask became a scalar in MIL."""
+    S, nv = decoder.cfg.max_seq_len, decoder.num_vision
+
+    def text_masks(pos, slots, select_topk):
+        hidden = torch.arange(S)[None, :] > slots[:, None]  # (T, S): text keys after the query's slot
+        text = torch.zeros_like(hidden, dtype=torch.float32).masked_fill(hidden, NEG_INF)
+        before_image = ((pos - slots) != nv)[:, None].expand(-1, nv)  # (T, N_v): no image before the query
+        vision = torch.zeros_like(before_image, dtype=torch.float32).masked_fill(before_image, NEG_INF)
+        return Masks(text, vision[None] + decoder.head_bias, select_topk)
+
+    decoder._text_masks = text_masks
+    return decoder
+
+
 def coreml_modules(vlm: VLM, layout: str) -> dict[str, nn.Module]:
-    """The wrappers, over a private copy of the decoder with slice cache writes."""
-    decoder = use_slice_cache_writes(copy.deepcopy(vlm.decoder)).eval()
+    """The wrappers, over a private copy of the decoder with slice cache writes and shaped masks."""
+    decoder = use_shaped_text_masks(use_slice_cache_writes(copy.deepcopy(vlm.decoder))).eval()
     mods = {"vision_encoder": graphs.VisionEncoder(vlm).eval(), "token_embedding": TokenEmbedding(decoder)}
     if layout == "shared":
         mods["text_decoder"] = SharedTextDecoder(decoder)

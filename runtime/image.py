@@ -29,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 64_000_000  # default limit on width * height (64 megapixels)
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError)
 
 
 class ImageError(ValueError):
@@ -66,7 +66,7 @@ def load_image(image, max_pixels: int = MAX_PIXELS) -> Image.Image:
     else:
         raise ImageError(f"expected a path, bytes or PIL.Image, got {type(image).__name__}")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked instead
         try:
             im = Image.open(source)  # reads the header only
         except UnidentifiedImageError:
@@ -77,8 +77,8 @@ def load_image(image, max_pixels: int = MAX_PIXELS) -> Image.Image:
             raise ImageError(f"{name}: image too large ({pixels} pixels; limit {max_pixels})") from None
         except _DECODE_ERRORS as e:
             raise ImageError(f"{name}: corrupt or truncated image ({_first_sentence(e)})") from None
-    with im:
-        return _decode(im, name, max_pixels)
+        with im:
+            return _decode(im, name, max_pixels)
 
 
 def _decode(im: Image.Image, name: str, max_pixels: int) -> Image.Image:
@@ -90,6 +90,8 @@ def _decode(im: Image.Image, name: str, max_pixels: int) -> Image.Image:
     try:
         im.load()  # full decode here, so truncation and corruption surface now
         return ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as e:  # a format whose decoded size differs from its header
+        raise ImageError(f"{name}: image too large ({_first_sentence(e)})") from None
     except _DECODE_ERRORS as e:
         raise ImageError(f"{name}: corrupt or truncated image ({_first_sentence(e)})") from None
 

@@ -1,0 +1,50 @@
+"""Ask a build about an image; stream the answer, then the timings.
+
+    python -m runtime.generate --build build/foveate-tiny-random-default-onnx --image cat.png --prompt "What is this?"
+
+Exit codes: 0 answered; 2 bad input (image, prompt, build, backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .image import ImageError
+from .manifest import BuildError
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runtime.generate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", required=True, help="build directory (holds manifest.json)")
+    ap.add_argument("--image", default=None, help="image file (omit for a text-only question)")
+    ap.add_argument("--prompt", required=True)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", default=None,
+                    help="torch, executorch, onnxruntime or coreml (default: the build's own)")
+    args = ap.parse_args(argv)
+    if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
+        ap.error("--max-new-tokens >= 1, --temperature >= 0 and 0 < --top-p <= 1")
+    from .pipeline import Pipeline
+
+    try:
+        pipe = Pipeline(args.build, backend=args.backend)
+        result = pipe.generate(args.image, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
+                               args.seed, on_text=lambda s: print(s, end="", flush=True))
+    except (BuildError, ImageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t = result.timings
+    print()
+    print(f"backend {type(pipe.backend).__name__}; vision tokens seen by the decoder: {result.vision_tokens}")
+    print(f"image encode {t.get('image_encode_s', 0) * 1e3:.1f} ms | prefill {t['prefill_s'] * 1e3:.1f} ms | "
+          f"time to first token {t['ttft_s'] * 1e3:.1f} ms | decode {t['decode_tok_s']:.1f} tokens/s "
+          f"({len(result.ids)} tokens)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
