@@ -172,7 +172,11 @@ def main(argv=None) -> int:
         print("error: --dtype fp16 is built for the coreml target only", file=sys.stderr)
         return 2
     try:
+        print("[load] model and plan ...", flush=True)
+        t0 = time.perf_counter()
         loaded = load(args.model, args.plan, args.image_size, args.max_seq_len)
+        print(f"[load] {loaded.source} with plan {loaded.vlm.plan.name!r} "
+              f"({loaded.vlm.cfg.num_vision_tokens} vision tokens) in {time.perf_counter() - t0:.1f} s", flush=True)
     except LoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -91,6 +91,8 @@ class Pipeline:
                 break
             logits = self._text([token], pos, slot, select=False)
             pos, slot = pos + 1, slot + 1
+        if on_text is not None:
+            on_text(stream.finish())
         decode_s = time.perf_counter() - t1
         timings.update(decode_s=decode_s, decode_tok_s=(len(ids) - 1) / decode_s if len(ids) > 1 and decode_s else 0.0)
         text_ids = [i for i in ids if i not in self.tokenizer.stop_ids]

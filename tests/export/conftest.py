@@ -1,0 +1,69 @@
+"""Builds shared by the export and runtime tests: the tiny default model under three plans, per target.
+
+Plans: dense; a mixed plan using full, cross, text, exit and a window; an STF projector with an exit.
+Each (target, plan) is built once per test session through `export/build.py`'s main().
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.build import main as build_main
+from export.default_model import DEFAULT_MODEL_DIR
+from models.checkpoint import load_model, save_model
+from models.vlm import VLM
+
+MIXED = {"name": "mixed", "layers": {"0": "full", "1": "cross", "2": "text", "3": "exit"}, "window": 1}
+STF_EXIT = {"name": "stf-exit", "layers": {"0-1": "full", "2": "exit"}}
+
+
+@pytest.fixture(scope="session")
+def stf_checkpoint(tmp_path_factory) -> Path:
+    """The default model's decoder and tokenizer with an STF (k=2) projector: 4x fewer vision tokens."""
+    base = load_model(DEFAULT_MODEL_DIR)
+    cfg = base.cfg.replace(projector={"kind": "stf", "k": 2})
+    torch.manual_seed(1)
+    vlm = VLM(cfg)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("projector.")}
+    vlm.load_state_dict(state, strict=False)
+    out = tmp_path_factory.mktemp("stf") / "foveate-tiny-stf"
+    save_model(vlm, out)
+    shutil.copy(DEFAULT_MODEL_DIR / "tokenizer.json", out / "tokenizer.json")
+    return out
+
+
+@pytest.fixture(scope="session")
+def plan_files(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("plans")
+    files = {}
+    for name, spec in (("mixed", MIXED), ("stf-exit", STF_EXIT)):
+        files[name] = d / f"{name}.json"
+        files[name].write_text(json.dumps(spec))
+    return files
+
+
+class Builds:
+    """Lazily builds (target, plan) once and remembers where."""
+
+    def __init__(self, root: Path, plan_files: dict, stf_checkpoint: Path):
+        self.root, self.plan_files, self.stf, self.done = root, plan_files, stf_checkpoint, {}
+
+    def get(self, target: str, plan: str) -> Path:
+        key = (target, plan)
+        if key not in self.done:
+            model = self.stf if plan == "stf-exit" else DEFAULT_MODEL_DIR
+            plan_arg = "dense" if plan == "dense" else str(self.plan_files[plan])
+            out = self.root / f"{target}-{plan}"
+            code = build_main(["--target", target, "--model", str(model), "--plan", plan_arg, "--out", str(out)])
+            assert code == 0, f"build {key} exited {code}"
+            (built,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+            self.done[key] = built
+        return self.done[key]
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory, plan_files, stf_checkpoint) -> Builds:
+    return Builds(tmp_path_factory.mktemp("builds"), plan_files, stf_checkpoint)
