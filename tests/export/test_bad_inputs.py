@@ -1,0 +1,136 @@
+"""Bad input: a clear one-line error and a non-zero exit, nothing half-written; odd images work."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export.build import main as build_main
+from runtime.generate import main as generate_main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_generate(capsys, build, *extra):
+    code = generate_main(["--build", str(build), "--max-new-tokens", "4", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *words):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.fixture(scope="module")
+def onnx_build(builds):
+    return builds.get("onnx", "mixed")
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
+    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray((rng.integers(0, 65536, (30, 50))).astype(np.uint16)).save(tmp_path / "deep.png")
+    data = (tmp_path / "rgb.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    Image.new("1", (20000, 20000)).save(tmp_path / "huge.png")
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rgb.png", "gray.png", "rgba.png", "deep.png"])
+def test_odd_images_are_converted_and_answered(onnx_build, image_dir, capsys, name):
+    code, out, err = run_generate(capsys, onnx_build, "--image", str(image_dir / name), "--prompt", "What is it?")
+    assert code == 0, err
+    assert "vision tokens seen by the decoder: 16" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, words", [("truncated.png", ["truncated"]), ("corrupt.png", ["corrupt.png"]),
+                                         ("missing.png", ["missing.png"])])
+def test_broken_images_are_refused(onnx_build, image_dir, capsys, name, words):
+    code, _, err = run_generate(capsys, onnx_build, "--image", str(image_dir / name), "--prompt", "Hi")
+    assert_one_line_error(code, err, *words)
+
+
+@pytest.mark.slow
+def test_huge_image_is_refused_quickly(onnx_build, image_dir, capsys):
+    t0 = time.perf_counter()
+    code, _, err = run_generate(capsys, onnx_build, "--image", str(image_dir / "huge.png"), "--prompt", "Hi")
+    assert time.perf_counter() - t0 < 10
+    assert_one_line_error(code, err, "too large")
+
+
+@pytest.mark.slow
+def test_prompt_longer_than_kv_capacity(onnx_build, image_dir, capsys):
+    capacity = json.loads((onnx_build / "manifest.json").read_text())["kv"]["text_capacity"]
+    code, _, err = run_generate(capsys, onnx_build, "--image", str(image_dir / "rgb.png"),
+                                "--prompt", "red square " * capacity)
+    assert_one_line_error(code, err, "KV capacity", str(capacity))
+
+
+@pytest.mark.slow
+def test_build_with_missing_graph_or_other_schema_is_refused(onnx_build, tmp_path, image_dir, capsys):
+    missing = tmp_path / "missing"
+    shutil.copytree(onnx_build, missing)
+    (missing / "text_decoder.onnx").unlink()
+    code, _, err = run_generate(capsys, missing, "--prompt", "Hi")
+    assert_one_line_error(code, err, "text_decoder.onnx")
+    other = tmp_path / "other"
+    shutil.copytree(onnx_build, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_generate(capsys, other, "--prompt", "Hi")
+    assert_one_line_error(code, err, "schema version 99")
+
+
+def test_bogus_target_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_main(["--target", "bogus"])
+    assert e.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_plan_naming_a_missing_layer_writes_nothing(tmp_path, capsys):
+    plan = tmp_path / "bad.json"
+    plan.write_text(json.dumps({"layers": {"99": "exit"}}))
+    out = tmp_path / "out"
+    code = build_main(["--target", "onnx", "--plan", str(plan), "--out", str(out)])
+    assert_one_line_error(code, capsys.readouterr().err, "layer 99")
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(REPO / "export" / "build.py"), "--target", "onnx", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        for line in proc.stdout:  # kill it in the middle of the export stage
+            if "export onnx ..." in line:
+                time.sleep(2)
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode != 0
+    visible = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
+    assert visible == []
+    assert not list(out.rglob("manifest.json"))
