@@ -69,6 +69,7 @@ class Stages:
 
 def build_one(target: str, args, loaded) -> Path:
     from export.load import model_name
+    from models.checkpoint import replace_dir
 
     vlm, source, tokenizer_path, layout = loaded.vlm, loaded.source, loaded.tokenizer, loaded.layout
     name = f"{model_name(source)}-{vlm.plan.name}-{target}" + ("-fp16" if args.dtype == "fp16" else "")
@@ -79,7 +80,7 @@ def build_one(target: str, args, loaded) -> Path:
     st = Stages(name)
     try:
         _fill(tmp, target, args, loaded, name, st)
-        _replace(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -151,16 +152,6 @@ def _parity(tmp: Path, manifest: dict, target: str) -> dict:
 
 class ParityError(RuntimeError):
     pass
-
-
-def _replace(tmp: Path, final: Path) -> None:
-    """Swap the finished temporary directory into place (the old build, if any, goes last)."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv=None) -> int:

@@ -1,10 +1,13 @@
 """Core ML target: one .mlpackage per method, ML Program for iOS 18, KV cache as Core ML state (the iOS path).
 
-Every method goes through the same steps (as Apple's ml-stable-diffusion does): wrap, trace, convert,
-save, read the saved spec back and check it against the declared I/O, check the traced program against
-PyTorch eager. Conversion is `torch.jit.trace` -> coremltools: TOOLCHAIN.md found the torch.export path
-freezes state a method only reads into constants, and `index_copy_` converts on neither path, so the
-decoder is a private copy with `use_slice_cache_writes` (each text K/V write is a state slice_update).
+Every method goes through the same steps (as Apple's ml-stable-diffusion does): wrap, capture, convert,
+save, read the saved spec back and check it against the declared I/O, check the captured program against
+PyTorch eager. Capture (see `capture`): the stateful text_decoder by `torch.jit.trace`, the path the
+split-kv probes converted with ct.StateType (TOOLCHAIN.md: the torch.export path froze state into constants);
+the stateless methods by `torch.export`, because coremltools 9.0 under numpy 2 fails on the `int(size)` ops
+a trace records for static shapes (timm's attention, the vision prefill). The decoder is a private copy
+with two transforms: `use_slice_cache_writes` (index_copy_ converts on neither path; a slice write becomes
+a state slice_update) and `use_shaped_text_masks` (works around a coremltools `where` typing bug).
 
 Split layout (any plan). One MLState shared by two functions of a multifunction package converts, but
 whether one state drives both at run time cannot be tested on Linux (TOOLCHAIN.md), so this builds the
@@ -20,12 +23,14 @@ read-only state). Text and exit layers have no vision K/V anywhere.
 Shared layout (dense plan): vision_encoder, token_embedding, text_decoder(embeds, input_pos) with one cache.
 
 Core ML has no int64 or bool inputs: ids, positions and slots are int32, `select` is int32 (nonzero ends
-the prompt). The chunk length is ct.RangeDim(1, capacity) on embeds/pos/ids (one symbol per method): one
-graph serves every prefill chunk and the decode step. EnumeratedShapes would fix the chunk lengths at
-build time (the ANE prefers them; a later option).
+the prompt). The chunk length is ct.RangeDim(1, capacity) on embeds/pos/ids (one symbol per method), so
+the runtime passes any prefill chunk and the decode step as they are. ct.EnumeratedShapes converts too
+(tried with lengths 1/8/32/128); it would make the runtime split chunks into the listed lengths, which the
+ANE prefers: a later option, not the default.
 
-On macOS the build also runs the converted packages on the same sequence ("device_parity"); elsewhere
-that is reported as pending.
+On Linux the saved program is also checked for what can be seen without running it: every state is
+written, no output was folded to a constant, no zero-size tensor. On macOS the build runs the packages
+on the checked sequence ("device_parity"); elsewhere that is reported as pending.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +58,7 @@ PRECISIONS = ("fp16", "fp32")
 NP_DTYPES = {"float16": np.float16, "float32": np.float32, "int32": np.int32}
 SPEC_DTYPES = {65552: "float16", 65568: "float32", 131104: "int32", 65600: "float64"}  # ArrayDataType
 COREML_DTYPES = {"int64": "int32", "bool": "int32", "float32": "float32"}  # no int64 / bool I/O in Core ML
+PSNR_CAP_DB = 200.0  # identical outputs are reported as this, not inf (JSON has no Infinity)
 
 
 # ---------------------------------------------------------------- wrappers (what gets traced)
@@ -70,8 +77,9 @@ def _bound(module_tensors):
 
 
 def _kv_layers(decoder: Decoder):
-    """(layers whose text K/V vision_prefill reads, layers that store vision K/V), as (index, layer)."""
-    reads = [(i, layer) for i, layer in enumerate(decoder.layers[:decoder.plan.vision_depth]) if layer.mode == "full"]
+    """(layers whose text K/V vision_prefill reads: `full`, layers that store vision K/V: full/cross),
+    as (index, layer)."""
+    reads = [(i, layer) for i, layer in enumerate(decoder.layers) if layer.mode == "full"]
     stores = [(i, layer) for i, layer in enumerate(decoder.layers) if layer.attends_vision]
     return reads, stores
 
@@ -148,13 +156,29 @@ def use_shaped_text_masks(decoder: Decoder) -> Decoder:
 def coreml_modules(vlm: VLM, layout: str) -> dict[str, nn.Module]:
     """The wrappers, over a private copy of the decoder with slice cache writes and shaped masks."""
     decoder = use_shaped_text_masks(use_slice_cache_writes(copy.deepcopy(vlm.decoder))).eval()
-    mods = {"vision_encoder": graphs.VisionEncoder(vlm).eval(), "token_embedding": TokenEmbedding(decoder)}
+    mods = {"vision_encoder": graphs.VisionEncoder(vlm), "token_embedding": TokenEmbedding(decoder)}
     if layout == "shared":
         mods["text_decoder"] = SharedTextDecoder(decoder)
     else:
         mods["vision_prefill"] = VisionPrefill(decoder)
         mods["text_decoder"] = TextDecoder(decoder)
-    return mods
+    return {name: m.eval() for name, m in mods.items()}
+
+
+def capture(module: nn.Module, decl: dict):
+    """The program handed to coremltools, and a callable that runs exactly it: torch.jit.trace for a
+    stateful method, torch.export for the others (traced static `int(size)` ops fail in coremltools 9.0
+    under numpy 2: "only 0-dimensional arrays can be converted to Python scalars")."""
+    example = example_inputs(decl)
+    with torch.no_grad():
+        if decl["states"]:
+            traced = torch.jit.trace(module, example, check_trace=False)
+            return traced, traced
+        seq = torch.export.Dim("seq", min=1, max=decl["seq_range"][1]) if "seq_range" in decl else None
+        dims = tuple({i: seq for i, d in enumerate(t["shape"]) if d == "seq"} or None for t in decl["inputs"])
+        ep = torch.export.export(module, example, dynamic_shapes=dims if seq else None, strict=False)
+        ep = ep.run_decompositions({})
+        return ep, ep.module()
 
 
 # ---------------------------------------------------------------- declared I/O
@@ -197,6 +221,11 @@ def declared_methods(vlm: VLM, layout: str) -> dict[str, dict]:
         out["vision_prefill"]["outputs"] += vision_kv
         out["text_decoder"]["inputs"] += vision_kv
     return out
+
+
+def _kv_io(tensors: list[dict], kind: str) -> list[dict]:
+    """The K/V among declared tensors: kind "vision" or "text"."""
+    return [t for t in tensors if t["name"].endswith((f"_{kind}_k", f"_{kind}_v"))]
 
 
 def _state_fqn(spec_name: str) -> str:
@@ -242,11 +271,29 @@ def _spec_array(name: str, arr) -> dict:
 
 
 def read_spec(path: Path, ct) -> dict:
-    """Inputs, outputs and states of a saved .mlpackage, as the runtime will see them."""
-    d = ct.models.MLModel(str(path), skip_model_load=True).get_spec().description
+    """Inputs, outputs and states of a saved .mlpackage, as the runtime will see them, and facts about its
+    program that Linux can check without running it (ops, states written, outputs folded to constants)."""
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    d, fn = spec.description, spec.mlProgram.functions["main"]
+    block = fn.block_specializations[fn.opset]
+    producer = {o.name: op for op in block.operations for o in op.outputs}
+
+    def source(name):  # the op behind an output, through identity / cast
+        op = producer.get(name)
+        while op is not None and op.type in ("identity", "cast"):
+            op = producer.get(op.inputs["x"].arguments[0].name)
+        return op
+
+    values = [o.type.tensorType for op in block.operations for o in op.outputs]
     return {"inputs": [_spec_array(f.name, f.type.multiArrayType) for f in d.input],
             "outputs": [_spec_array(f.name, f.type.multiArrayType) for f in d.output],
-            "states": [_spec_array(s.name, s.type.stateType.arrayType) for s in d.state]}
+            "states": [_spec_array(s.name, s.type.stateType.arrayType) for s in d.state],
+            "program": {"ops": len(block.operations),
+                        "written_states": [op.inputs["input"].arguments[0].name for op in block.operations
+                                           if op.type == "write_state"],
+                        "constant_outputs": [n for n in block.outputs if getattr(source(n), "type", "") == "const"],
+                        "zero_size_values": sum(any(x.WhichOneof("dimension") == "constant" and x.constant.size == 0
+                                                    for x in t.dimensions) for t in values)}}
 
 
 def check_spec(method: str, decl: dict, spec: dict) -> None:
@@ -262,6 +309,14 @@ def check_spec(method: str, decl: dict, spec: dict) -> None:
         for w, g in zip(want, got):
             if w["dtype"] != g["dtype"] or (w["shape"] != g["shape"] and not (kind == "outputs" and not g["shape"])):
                 problems.append(f"{kind} {w['name']}: declared {w['shape']} {w['dtype']}, spec {g['shape']} {g['dtype']}")
+    prog = spec["program"]
+    unwritten = [t["name"] for t in decl["states"] if t["name"] not in prog["written_states"]]
+    if unwritten:
+        problems.append(f"states never written: {unwritten}")
+    if prog["constant_outputs"]:
+        problems.append(f"outputs folded to constants (their inputs were frozen): {prog['constant_outputs']}")
+    if prog["zero_size_values"]:
+        problems.append(f"{prog['zero_size_values']} zero-size tensors in the program")
     if problems:
         raise ValueError(f"Core ML {method}: the saved program does not match its declared I/O:\n  "
                          + "\n  ".join(problems))
@@ -345,8 +400,7 @@ class TracedRun:
     def reset(self):
         for name, buf in self.state.items():
             buf.fill_(1.0 if name.endswith("topk_keep") else 0.0)
-        vision_in = self.decl["text_decoder"]["inputs"][4:] if self.layout == "split" else []
-        self.vision_kv = [torch.zeros(t["shape"]) for t in vision_in]
+        self.vision_kv = [torch.zeros(t["shape"]) for t in _kv_io(self.decl["text_decoder"]["inputs"], "vision")]
 
     def embed(self, ids):
         return self.m["token_embedding"](ids.int())
@@ -366,7 +420,7 @@ class TracedRun:
         return logits
 
     def vision(self, vision_embeds, start: int):
-        text_kv = [self.state[t["name"]] for t in self.decl["vision_prefill"]["inputs"][2:]]
+        text_kv = [self.state[t["name"]] for t in _kv_io(self.decl["vision_prefill"]["inputs"], "text")]
         out = self.m["vision_prefill"](vision_embeds, torch.tensor([start], dtype=torch.int32), *text_kv)
         self.vision_kv = [self._kv(t) for t in out[1:]]
 
@@ -383,8 +437,8 @@ class CoreMLRun:
         for s in self.decl["text_decoder"]["states"]:
             if s["name"].endswith("topk_keep"):
                 self.state.write_state(s["name"], np.ones(s["shape"], np.float16))
-        vision_in = self.decl["text_decoder"]["inputs"][4:] if self.layout == "split" else []
-        self.vision_kv = {t["name"]: np.zeros(t["shape"], np.float16) for t in vision_in}
+        self.vision_kv = {t["name"]: np.zeros(t["shape"], np.float16)
+                          for t in _kv_io(self.decl["text_decoder"]["inputs"], "vision")}
 
     def embed(self, ids):
         return torch.from_numpy(self.m["token_embedding"].predict({"ids": ids.numpy().astype(np.int32)})["embeds"])
@@ -404,7 +458,7 @@ class CoreMLRun:
 
     def vision(self, vision_embeds, start: int):
         x = {"vision_embeds": vision_embeds.numpy(), "start_pos": np.array([start], np.int32)}
-        x.update({t["name"]: self.state.read_state(t["name"]) for t in self.decl["vision_prefill"]["inputs"][2:]})
+        x.update({t["name"]: self.state.read_state(t["name"]) for t in _kv_io(self.decl["vision_prefill"]["inputs"], "text")})
         out = self.m["vision_prefill"].predict(x)
         self.vision_kv = {name: out[name] for name in self.vision_kv}
 
@@ -413,6 +467,8 @@ def compare_stages(ref: dict, got: dict) -> dict:
     from runtime.parity import compare
 
     stages = {k: compare(ref[k].numpy(), got[k].numpy()) for k in ("vision_embeds", "prefix", "question", "decode")}
+    for s in stages.values():
+        s["psnr_db"] = min(s["psnr_db"], PSNR_CAP_DB)
     return {"stages": stages, "min_psnr_db": min(s["psnr_db"] for s in stages.values()),
             "tokens_match": got["tokens"] == ref["tokens"]}
 
@@ -429,13 +485,20 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, compu
         raise ValueError(f"unknown KV layout {layout!r}; valid layouts: split, shared")
     if layout == "shared" and vlm.decoder.num_vision:
         vlm = graphs.shared_layout_model(vlm)  # build.py hands over the re-housed model already
-    decl, timings, methods, traced, checks = declared_methods(vlm, layout), {}, {}, {}, {"spec": {}}
+    start, decl = time.perf_counter(), declared_methods(vlm, layout)
+    timings, methods, traced, checks = {}, {}, {}, {"spec": {}}
     for name, module in coreml_modules(vlm, layout).items():
         t0 = time.perf_counter()
-        with torch.no_grad():
-            traced[name] = torch.jit.trace(module, example_inputs(decl[name]), check_trace=False)
+        program, traced[name] = capture(module, decl[name])
         t1 = time.perf_counter()
-        mlm = convert(traced[name], decl[name], compute_precision, ct)
+        try:
+            with warnings.catch_warnings():  # state names: dots become underscores, as declared
+                warnings.filterwarnings("ignore", message=r"Input, '.*' has been renamed")
+                mlm = convert(program, decl[name], compute_precision, ct)
+        except Exception as e:
+            hint = (" (keep_topk: models/decoder.py updates the keep mask with copy_ and index_fill_, which "
+                    "coremltools cannot convert)" if name == "text_decoder" and vlm.plan.keep_topk else "")
+            raise ValueError(f"Core ML {name}: coremltools could not convert it{hint}: {type(e).__name__}: {e}") from e
         mlm.short_description = f"foveate {name} ({layout} KV layout, plan {vlm.plan.name})"
         mlm.user_defined_metadata.update({"foveate.method": name, "foveate.layout": layout,
                                           "foveate.plan": json.dumps(vlm.plan.to_dict())})
@@ -445,15 +508,18 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, compu
         t2 = time.perf_counter()
         spec = read_spec(path, ct)
         check_spec(name, decl[name], spec)
-        checks["spec"][name] = "ok"
+        checks["spec"][name] = {"status": "ok", "ops": spec["program"]["ops"],
+                                "states_written": len(spec["program"]["written_states"])}
         methods[name] = {"file": path.name, **decl[name], "bytes": _dir_bytes(path)}
-        timings[name] = {"trace_s": round(t1 - t0, 2), "convert_s": round(t2 - t1, 2)}
-        log(f"{name}: traced {t1 - t0:.1f} s, converted {t2 - t1:.1f} s, {methods[name]['bytes'] / 1e6:.2f} MB, "
+        timings[name] = {"capture_s": round(t1 - t0, 2), "convert_s": round(t2 - t1, 2)}
+        log(f"{name}: captured {t1 - t0:.1f} s, converted {t2 - t1:.1f} s, {methods[name]['bytes'] / 1e6:.2f} MB, "
             f"{len(spec['states'])} states")
     checks.update(parity_checks(vlm, layout, traced, decl, out_dir, ct))
-    log(f"traced vs eager: min PSNR {checks['traced_vs_eager']['min_psnr_db']:.1f} dB, "
-        f"fp16 K/V {checks['traced_vs_eager_fp16_kv']['min_psnr_db']:.1f} dB; device parity: "
-        f"{checks['device_parity'] if isinstance(checks['device_parity'], str) else 'done'}")
+    device = checks["device_parity"]
+    device = device if isinstance(device, str) else f"min PSNR {device['min_psnr_db']:.1f} dB"
+    log(f"traced vs eager: min PSNR {checks['traced_vs_eager']['min_psnr_db']:.1f} dB, fp16 K/V "
+        f"{checks['traced_vs_eager_fp16_kv']['min_psnr_db']:.1f} dB; device parity: {device}")
+    timings["total_s"] = round(time.perf_counter() - start, 2)
     return {"files": [m["file"] for m in methods.values()], "timings": timings, "methods": methods, "checks": checks}
 
 

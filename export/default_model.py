@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from models.checkpoint import save_model
+from models.checkpoint import replace_dir, write_model_files
 from models.config import QWEN2_PROMPT, ModelConfig, preset
 from models.vlm import VLM
 
@@ -127,22 +127,14 @@ def make_default_model(out_dir=DEFAULT_MODEL_DIR) -> Path:
     out = Path(out_dir)
     vlm, tok = build_default_model()
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        save_model(vlm, staging)
+        write_model_files(vlm, staging)
         tok.save(str(staging / "tokenizer.json"), pretty=True)
-        if out.exists():
-            out.rename(old)
-        try:
-            staging.rename(out)
-        except OSError:
-            if old.exists():
-                old.rename(out)  # put the previous model back
-            raise
+        replace_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -75,26 +75,38 @@ def save_model(model: VLM, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    old = path.parent / f".{path.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir()
-        config = {"model_type": "foveate", "foveate_version": FOVEATE_VERSION, "config": model.cfg.to_dict()}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if path.exists():
-            path.rename(old)
-        try:
-            tmp.rename(path)
-        except OSError:
-            if old.exists():
-                old.rename(path)  # put the previous checkpoint back
-            raise
+        write_model_files(model, tmp)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def write_model_files(model: VLM, directory: Path) -> None:
+    """config.json + model.safetensors into a new directory (not atomic: see save_model)."""
+    directory.mkdir()
+    config = {"model_type": "foveate", "foveate_version": FOVEATE_VERSION, "config": model.cfg.to_dict()}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Rename a finished staging directory to `final`, replacing what was there; if the rename fails the
+    previous directory is put back. Both must be on one filesystem."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    try:
+        staging.rename(final)
+    except OSError:
+        if old.exists():
+            old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------- files on disk

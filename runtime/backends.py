@@ -74,7 +74,26 @@ class TorchBackend:
         self.model.decoder.reset()
 
 
-class ExecuTorchBackend:
+class GraphCalls:
+    """The five calls in terms of the declared methods; subclasses provide `_run(method, *arrays)`."""
+
+    def encode_image(self, pixels):
+        return self._run("vision_encoder", pixels)
+
+    def embed(self, ids):
+        return self._run("token_embedding", ids)
+
+    def prefill_vision(self, embeds, start_pos: int):
+        self._run("vision_prefill", embeds, np.array([start_pos], np.int64))
+
+    def text(self, embeds, pos, slot: int, select: bool):
+        if self.layout == "shared":
+            return self._run("text_decoder", embeds, np.array([pos[0]], np.int64))
+        return self._run("text_decoder", embeds, pos.astype(np.int64), np.array([slot], np.int64),
+                         np.array([select]))
+
+
+class ExecuTorchBackend(GraphCalls):
     """The .pte through ExecuTorch's Python runtime (`executorch.runtime`, which shares state buffers
     between the methods of one program)."""
 
@@ -92,26 +111,11 @@ class ExecuTorchBackend:
         out = self.methods[name].execute([self.torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
         return out[0].numpy()
 
-    def encode_image(self, pixels):
-        return self._run("vision_encoder", pixels)
-
-    def embed(self, ids):
-        return self._run("token_embedding", ids)
-
-    def prefill_vision(self, embeds, start_pos: int):
-        self._run("vision_prefill", embeds, np.array([start_pos], np.int64))
-
-    def text(self, embeds, pos, slot: int, select: bool):
-        if self.layout == "shared":
-            return self._run("text_decoder", embeds, np.array([pos[0]], np.int64))
-        return self._run("text_decoder", embeds, pos.astype(np.int64), np.array([slot], np.int64),
-                         np.array([select]))
-
     def reset(self):
         """Stale K/V is masked by position; nothing to clear between conversations."""
 
 
-class OnnxBackend:
+class OnnxBackend(GraphCalls):
     """One onnxruntime session per method; the KV state lives here as numpy arrays, passed in and out."""
 
     def __init__(self, build_dir: Path, manifest: dict):
@@ -137,21 +141,6 @@ class OnnxBackend:
         out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
         self.state.update({k[:-len(".out")]: v for k, v in out.items() if k.endswith(".out")})
         return out[spec["outputs"][0]["name"]]
-
-    def encode_image(self, pixels):
-        return self._run("vision_encoder", pixels)
-
-    def embed(self, ids):
-        return self._run("token_embedding", ids)
-
-    def prefill_vision(self, embeds, start_pos: int):
-        self._run("vision_prefill", embeds, np.array([start_pos], np.int64))
-
-    def text(self, embeds, pos, slot: int, select: bool):
-        if self.layout == "shared":
-            return self._run("text_decoder", embeds, np.array([pos[0]], np.int64))
-        return self._run("text_decoder", embeds, pos.astype(np.int64), np.array([slot], np.int64),
-                         np.array([select]))
 
     def reset(self):
         self.state = {name: (np.ones if name.endswith("topk_keep") else np.zeros)(s["shape"], np.float32)
