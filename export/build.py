@@ -41,7 +41,8 @@ def parse_args(argv):
     ap.add_argument("--target", required=True, choices=TARGETS + ("all",))
     ap.add_argument("--model", default=None, help="checkpoint directory or preset name (default: the shipped model)")
     ap.add_argument("--plan", default=None, help="plan JSON file or 'dense' (default: the model's shipped plan)")
-    ap.add_argument("--dtype", default="fp32", choices=("fp32", "fp16"), help="compute dtype (fp16: coreml only)")
+    ap.add_argument("--dtype", default=None, choices=("fp32", "fp16"),
+                    help="compute dtype (default: fp16 for coreml, fp32 otherwise; fp16 is built for coreml only)")
     ap.add_argument("--image-size", type=int, default=None, help="input image side in pixels")
     ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity in tokens")
     ap.add_argument("--out", default="build", help="directory that receives build/<name>/ (default: build)")
@@ -55,10 +56,10 @@ class Stages:
     def __init__(self, name: str):
         self.name, self.times = name, {}
 
-    def run(self, stage: str, fn, *args):
+    def run(self, stage: str, fn, *args, **kwargs):
         print(f"[{self.name}] {stage} ...", flush=True)
         t0 = time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         self.times[stage] = round(time.perf_counter() - t0, 2)
         print(f"[{self.name}] {stage} done in {self.times[stage]:.1f} s", flush=True)
         return out
@@ -71,8 +72,11 @@ def build_one(target: str, args, loaded) -> Path:
     from export.load import model_name
     from models.checkpoint import replace_dir
 
+    args = argparse.Namespace(**vars(args))
+    args.dtype = args.dtype or ("fp16" if target == "coreml" else "fp32")
+
     vlm, source, tokenizer_path, layout = loaded.vlm, loaded.source, loaded.tokenizer, loaded.layout
-    name = f"{model_name(source)}-{vlm.plan.name}-{target}" + ("-fp16" if args.dtype == "fp16" else "")
+    name = f"{model_name(source)}-{vlm.plan.name}-{target}" + ("-fp32" if target == "coreml" and args.dtype == "fp32" else "")
     final = Path(args.out) / name
     tmp = Path(args.out) / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -188,8 +188,8 @@ def _select_topk(attn: Attention, q, vision_k, text_k, masks: Masks, keep: torch
     bias = torch.cat([masks.vision, masks.text.expand(masks.vision.shape[0], -1, -1)], dim=-1)
     probs = attn.scores(q[:, :, -1:], keys, bias[:, -1:])  # (1, H, 1, N_v + S)
     weight = probs[0, :, 0, :vision_k.shape[2]].mean(0)  # (N_v,)
-    chosen = torch.zeros_like(keep).index_fill_(0, torch.topk(weight, k).indices, 1.0)
-    keep.copy_(torch.where(masks.select_topk, chosen, keep))
+    chosen = torch.zeros_like(keep).scatter(0, torch.topk(weight, k).indices, 1.0)
+    keep[:] = torch.where(masks.select_topk, chosen, keep)  # slice write: Core ML converts it, not copy_
 
 
 class Decoder(nn.Module):

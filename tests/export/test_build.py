@@ -120,3 +120,41 @@ def test_dense_pte_runs_under_executorch_stock_multimodal_runner(builds, tmp_pat
     stock = [int(i) for i in re.findall(r"<t(\d+)>", "".join(pieces))]
     assert stock == [i for i in ours.ids if i not in pipe.tokenizer.stop_ids]
     assert len(stock) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ("onnx", "executorch", "coreml"))
+def test_manifest_follows_its_json_schema(builds, target):
+    import jsonschema
+
+    from runtime.manifest import SCHEMA_PATH
+
+    build = builds.get(target, "mixed")
+    manifest = json.loads((build / "manifest.json").read_text())
+    jsonschema.validate(manifest, json.loads(SCHEMA_PATH.read_text()))
+    for name, spec in manifest["graphs"]["methods"].items():
+        assert (build / spec["file"]).exists(), name
+    broken = dict(manifest, kv_layout="diagonal")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, json.loads(SCHEMA_PATH.read_text()))
+
+
+@pytest.mark.slow
+def test_coreml_build_on_linux_checks_the_program_and_marks_device_parity_pending(builds, capsys):
+    import sys
+
+    from runtime.generate import main as generate_main
+
+    build = builds.get("coreml", "mixed")
+    report = json.loads((build / "parity.json").read_text())
+    manifest = load_manifest(build)
+    assert manifest["dtype"] == "fp16"  # Core ML computes in fp16 by default
+    if sys.platform != "darwin":
+        assert report["status"] == "pending" and report["device_parity"] == "pending: needs macOS"
+        assert report["passed"] and report["tokens_match"]
+        code = generate_main(["--build", str(build), "--prompt", "Hi", "--max-new-tokens", "2"])
+        assert code == 2 and "needs macOS" in capsys.readouterr().err
+    states = [s for s in manifest["graphs"]["methods"]["text_decoder"]["states"] if "vision" in s["name"]]
+    assert states == []  # vision K/V are inputs of the Core ML text decoder, never its state
+    code = generate_main(["--build", str(build), "--prompt", "Hi", "--max-new-tokens", "2", "--backend", "torch"])
+    assert code == 0
