@@ -134,3 +134,37 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path):
     visible = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
     assert visible == []
     assert not list(out.rglob("manifest.json"))
+
+
+def test_missed_parity_floor_fails_the_build_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """A floor no graph can meet: the build exits 1 and leaves no build directory."""
+    from runtime import parity
+
+    monkeypatch.setitem(parity.FLOORS_DB, "fp32", 1000.0)
+    out = tmp_path / "out"
+    code = build_main(["--target", "onnx", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "parity failed" in err and "1000 dB floor" in err
+    assert not list(out.rglob("manifest.json"))
+    assert [p for p in out.iterdir() if not p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_parity_command_rechecks_a_build(onnx_build, capsys):
+    from runtime.parity import main as parity_main
+
+    assert parity_main(["--build", str(onnx_build)]) == 0
+    out = capsys.readouterr().out
+    assert "prefill_logits" in out and '"passed": true' in out
+    assert parity_main(["--build", str(onnx_build.parent / "nowhere")]) == 2
+
+
+@pytest.mark.slow
+def test_skip_parity_is_loud_and_recorded(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert build_main(["--target", "onnx", "--plan", "dense", "--skip-parity", "--out", str(out)]) == 0
+    assert "WARNING: parity skipped" in capsys.readouterr().out
+    (build,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert manifest["parity"]["skipped"] is True
+    assert json.loads((build / "parity.json").read_text()) == {"skipped": True}
