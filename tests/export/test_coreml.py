@@ -16,7 +16,7 @@ from models.config import preset
 from models.plan import VISION_MODES
 from models.vlm import VLM
 
-ct = pytest.importorskip("coremltools")
+import coremltools as ct  # noqa: E402  (a pinned dependency: a missing one must fail, not skip)
 
 MIXED = {"layers": {"0": "full", "1": "cross", "2": "text", "3": "exit"}, "window": 1}
 STF_EXIT = {"layers": {"0-1": "full", "2": "exit"}}
