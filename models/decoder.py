@@ -224,7 +224,9 @@ class Decoder(nn.Module):
 
     def logits(self, x):
         h = self.norm(x)
-        return self.lm_head(h) if self.lm_head is not None else h @ self.embed_tokens.weight.T
+        if self.lm_head is not None:
+            return self.lm_head(h)
+        return F.linear(h, self.embed_tokens.weight)  # tied; as a linear (not a bare mm) XNNPACK delegates it
 
     def forward_text(self, x, pos, slot, select_topk=False, all_logits: bool = False):
         """x (1, T, hidden) at RoPE positions pos (T,) and text slots slot .. slot+T-1 (slot: int64 scalar).
