@@ -1,7 +1,7 @@
 """Resolve build.py's --model / --plan / --image-size / --max-seq-len into a ready VLM.
 
 --model is a checkpoint directory (config.json + weights + tokenizer.json) or a preset name (random
-weights, seeded, with the shipped model's tokenizer — for speed work, not for answers). With no
+weights, seeded, with the random test model's tokenizer — for speed work, not for answers). With no
 --model, the shipped default model. With no --plan, the model directory's plan.json, else dense.
 """
 
@@ -17,7 +17,9 @@ from models.config import PRESETS, preset
 from models.plan import PlanError
 from models.vlm import VLM
 
-from .default_model import DEFAULT_MODEL_DIR
+from .random_model import RANDOM_MODEL_DIR
+
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "foveate-tiny"
 
 
 class LoadError(ValueError):
@@ -37,10 +39,10 @@ def model_name(source: str) -> str:
 
 
 def load(model: str | None, plan: str | None, image_size: int | None, max_seq_len: int | None) -> Loaded:
-    source = model or str(DEFAULT_MODEL_DIR)
+    source = model or str(SHIPPED_MODEL_DIR)
     try:
         if source in PRESETS:
-            vlm, tokenizer = _preset_model(source, plan or "dense", image_size, max_seq_len), DEFAULT_MODEL_DIR
+            vlm, tokenizer = _preset_model(source, plan or "dense", image_size, max_seq_len), RANDOM_MODEL_DIR
         else:
             vlm, tokenizer = _checkpoint_model(Path(source), plan, image_size, max_seq_len), Path(source)
     except (CheckpointError, PlanError) as e:

@@ -1,7 +1,10 @@
-"""The shipped default model until a trained one exists: a seeded, random-weight tiny FastVLM with a real tokenizer.
+"""A seeded, random-weight tiny FastVLM with a real tokenizer: the fast model of the export tests.
 
-    python -m export.default_model                  # writes checkpoints/foveate-tiny-random/
-    python -m export.default_model --out /tmp/tiny  # anywhere else
+It exports in seconds and is reproducible byte for byte; it answers nothing. The shipped default
+model is the trained one (`checkpoints/foveate-tiny`, models/train.py).
+
+    python -m export.random_model                  # writes checkpoints/foveate-tiny-random/
+    python -m export.random_model --out /tmp/tiny  # anywhere else
 
 Architecture: preset "fastvlm-tiny" (timm FastViT/MCi tower, mlp2x_gelu projector, Qwen2-style decoder)
 with the decoder's vocabulary sized to the tokenizer and a 256-token text KV capacity. The tokenizer is
@@ -22,14 +25,15 @@ import sys
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
+
+from data.tokenizer import SPECIAL_TOKENS, train_bpe
 
 from models.checkpoint import replace_dir, write_model_files
 from models.config import QWEN2_PROMPT, ModelConfig, preset
 from models.vlm import VLM
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "foveate-tiny-random"
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
+RANDOM_MODEL_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "foveate-tiny-random"
 VOCAB_SIZE = 512  # the fastvlm-tiny preset's vocabulary, bytes + specials + merges
 MAX_SEQ_LEN = 256
 SEED = 0
@@ -96,23 +100,17 @@ TEMPLATE = [
 
 def train_tokenizer(vocab_size: int = VOCAB_SIZE) -> Tokenizer:
     """A byte-level BPE trained on CORPUS and the template; the special tokens get ids 0..3."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(TEMPLATE + CORPUS, trainer)
-    return tok
+    return train_bpe(TEMPLATE + CORPUS, vocab_size)
 
 
-def default_config(vocab_size: int) -> ModelConfig:
+def random_config(vocab_size: int) -> ModelConfig:
     return preset("fastvlm-tiny").replace(decoder={"vocab_size": vocab_size, "max_seq_len": MAX_SEQ_LEN})
 
 
-def build_default_model() -> tuple[VLM, Tokenizer]:
-    """The default VLM (eval mode) and its tokenizer, built from seeds alone."""
+def build_random_model() -> tuple[VLM, Tokenizer]:
+    """The random VLM (eval mode) and its tokenizer, built from seeds alone."""
     tok = train_tokenizer()
-    cfg = default_config(tok.get_vocab_size(with_added_tokens=True))
+    cfg = random_config(tok.get_vocab_size(with_added_tokens=True))
     torch.manual_seed(SEED)
     vlm = VLM(cfg)
     with torch.no_grad():
@@ -122,10 +120,10 @@ def build_default_model() -> tuple[VLM, Tokenizer]:
     return vlm.eval(), tok
 
 
-def make_default_model(out_dir=DEFAULT_MODEL_DIR) -> Path:
+def make_random_model(out_dir=RANDOM_MODEL_DIR) -> Path:
     """Write config.json, model.safetensors and tokenizer.json to `out_dir`, replacing it atomically."""
     out = Path(out_dir)
-    vlm, tok = build_default_model()
+    vlm, tok = build_random_model()
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,9 +138,9 @@ def make_default_model(out_dir=DEFAULT_MODEL_DIR) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="output directory (default: %(default)s)")
+    parser.add_argument("--out", default=str(RANDOM_MODEL_DIR), help="output directory (default: %(default)s)")
     args = parser.parse_args(argv)
-    out = make_default_model(args.out)
+    out = make_random_model(args.out)
     sizes = ", ".join(f"{f.name} {f.stat().st_size / 1e6:.2f} MB" for f in sorted(out.iterdir()))
     print(f"wrote {out}: {sizes}")
     return 0

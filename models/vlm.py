@@ -80,8 +80,10 @@ class VLM(nn.Module):
             raise ValueError(f"text of {cur.slot + n} tokens exceeds the KV capacity of {cap} text tokens")
 
     @torch.no_grad()
-    def generate(self, prefix_ids, pixels, question_ids, max_new_tokens: int, stop_ids=()) -> list[int]:
-        """Greedy decoding: prefix, image (or None), question, then new tokens."""
+    def generate(self, prefix_ids, pixels, question_ids, max_new_tokens: int, stop_ids=(), logits_out=None) -> list[int]:
+        """Greedy decoding: prefix, image (or None), question, then new tokens.
+
+        logits_out: a list that receives the logits (V,) each new token was chosen from."""
         self.decoder.reset()
         cur = Cursor()
         if prefix_ids is not None and prefix_ids.shape[1]:
@@ -93,6 +95,8 @@ class VLM(nn.Module):
         for _ in range(max_new_tokens):
             token = int(logits[0, -1].argmax())
             out.append(token)
+            if logits_out is not None:
+                logits_out.append(logits[0, -1])
             if token in stop_ids or len(out) == max_new_tokens:
                 break
             logits = self.decode(cur, token)

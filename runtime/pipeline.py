@@ -27,6 +27,7 @@ class Result:
     ids: list[int]
     vision_tokens: int
     timings: dict = field(default_factory=dict)  # image_encode_s, prefill_s, ttft_s, decode_s, decode_tok_s
+    first_logits: np.ndarray | None = None  # (V,) the distribution the first new token was drawn from
 
 
 def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
@@ -80,7 +81,7 @@ class Pipeline:
         pos, slot = pos + len(after), slot + len(after)
         timings["ttft_s"] = time.perf_counter() - t0
         timings["prefill_s"] = timings["ttft_s"] - timings.get("image_encode_s", 0.0)
-        ids, t1 = [], time.perf_counter()
+        ids, t1, first_logits = [], time.perf_counter(), np.asarray(logits[0, -1], np.float32)
         limit = min(max_new_tokens, self.capacity - need + 1)  # every token but the last is fed back
         for _ in range(max(limit, 0)):
             token = sample(logits[0, -1], temperature, top_p, rng)
@@ -96,7 +97,8 @@ class Pipeline:
         decode_s = time.perf_counter() - t1
         timings.update(decode_s=decode_s, decode_tok_s=(len(ids) - 1) / decode_s if len(ids) > 1 and decode_s else 0.0)
         text_ids = [i for i in ids if i not in self.tokenizer.stop_ids]
-        return Result(self.tokenizer.decode(text_ids), ids, self.num_vision if pixels is not None else 0, timings)
+        return Result(self.tokenizer.decode(text_ids), ids, self.num_vision if pixels is not None else 0, timings,
+                      first_logits)
 
     def _text(self, ids, pos: int, slot: int, select: bool):
         embeds = self.backend.embed(np.array([ids], np.int64))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from export.build import main as build_main
-from export.default_model import DEFAULT_MODEL_DIR
+from export.random_model import RANDOM_MODEL_DIR
 from models.checkpoint import load_model, save_model
 from models.vlm import VLM
 
@@ -23,7 +23,7 @@ STF_EXIT = {"name": "stf-exit", "layers": {"0-1": "full", "2": "exit"}}
 @pytest.fixture(scope="session")
 def stf_checkpoint(tmp_path_factory) -> Path:
     """The default model's decoder and tokenizer with an STF (k=2) projector: 4x fewer vision tokens."""
-    base = load_model(DEFAULT_MODEL_DIR)
+    base = load_model(RANDOM_MODEL_DIR)
     cfg = base.cfg.replace(projector={"kind": "stf", "k": 2})
     torch.manual_seed(1)
     vlm = VLM(cfg)
@@ -31,7 +31,7 @@ def stf_checkpoint(tmp_path_factory) -> Path:
     vlm.load_state_dict(state, strict=False)
     out = tmp_path_factory.mktemp("stf") / "foveate-tiny-stf"
     save_model(vlm, out)
-    shutil.copy(DEFAULT_MODEL_DIR / "tokenizer.json", out / "tokenizer.json")
+    shutil.copy(RANDOM_MODEL_DIR / "tokenizer.json", out / "tokenizer.json")
     return out
 
 
@@ -54,7 +54,7 @@ class Builds:
     def get(self, target: str, plan: str) -> Path:
         key = (target, plan)
         if key not in self.done:
-            model = self.stf if plan == "stf-exit" else DEFAULT_MODEL_DIR
+            model = self.stf if plan == "stf-exit" else RANDOM_MODEL_DIR
             plan_arg = "dense" if plan == "dense" else str(self.plan_files[plan])
             out = self.root / f"{target}-{plan}"
             code = build_main(["--target", target, "--model", str(model), "--plan", plan_arg, "--out", str(out)])

@@ -1,17 +1,17 @@
-"""export/default_model.py: builds are byte-identical, and the committed checkpoint is what the code makes."""
+"""export/random_model.py: builds are byte-identical, and the committed checkpoint is what the code makes."""
 
 import hashlib
 
 import pytest
 import torch
 
-from export.default_model import DEFAULT_MODEL_DIR, SPECIAL_TOKENS, main, make_default_model
+from export.random_model import RANDOM_MODEL_DIR, SPECIAL_TOKENS, main, make_random_model
 from models.checkpoint import load_model
 from models.config import ModelConfig
 from runtime.tokenizer import PromptTokenizer
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json")
-STALE = "checkpoints/foveate-tiny-random is stale: regenerate it with `python -m export.default_model`"
+STALE = "checkpoints/foveate-tiny-random is stale: regenerate it with `python -m export.random_model`"
 
 
 def digests(path):
@@ -20,7 +20,7 @@ def digests(path):
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
-    return make_default_model(tmp_path_factory.mktemp("a") / "tiny")
+    return make_random_model(tmp_path_factory.mktemp("a") / "tiny")
 
 
 def test_two_builds_are_byte_identical(fresh, tmp_path):
@@ -40,8 +40,8 @@ def test_vocabulary_matches_the_tokenizer(fresh):
 
 
 def test_committed_checkpoint_equals_a_fresh_one(fresh):
-    assert (DEFAULT_MODEL_DIR / "tokenizer.json").read_bytes() == (fresh / "tokenizer.json").read_bytes(), STALE
-    committed, made = load_model(DEFAULT_MODEL_DIR), load_model(fresh)
+    assert (RANDOM_MODEL_DIR / "tokenizer.json").read_bytes() == (fresh / "tokenizer.json").read_bytes(), STALE
+    committed, made = load_model(RANDOM_MODEL_DIR), load_model(fresh)
     assert committed.cfg == made.cfg == ModelConfig.from_dict(committed.cfg.to_dict())
     assert committed.cfg.family == "fastvlm" and committed.cfg.vision.image_size == 128
     for (name, a), (_, b) in zip(committed.state_dict().items(), made.state_dict().items(), strict=True):

@@ -1,0 +1,55 @@
+"""runtime/evaluate.py: the metrics, a build's evaluation against its dense weights, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from runtime.evaluate import Run, kl_divergence, main, scores
+
+
+def test_kl_divergence_matches_its_definition():
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+    pp = np.exp(p) / np.exp(p).sum(-1, keepdims=True)
+    qq = np.exp(q) / np.exp(q).sum(-1, keepdims=True)
+    np.testing.assert_allclose(kl_divergence(p, q), (pp * np.log(pp / qq)).sum(-1), rtol=1e-10)
+    np.testing.assert_allclose(kl_divergence(p, p + 3.0), 0.0, atol=1e-12)  # a shift of logits is no change
+    assert (kl_divergence(p, q) > 0).all()
+
+
+def test_scores_count_exact_matches_per_kind_and_agreement():
+    from data.shapes import samples
+
+    items = samples("val", "all", 4)  # easy, hard, easy, hard
+    logits = np.eye(4)
+    run = Run("x", [items[0].answer, "wrong", f" {items[2].answer} ", items[3].answer], logits, 64)
+    ref = Run("ref", [], logits[[0, 1, 3, 2]], 64)
+    s = scores(run, items, ref)
+    assert s["accuracy"] == pytest.approx({"all": 0.75, "easy": 1.0, "hard": 0.5, items[0].qtype: 1.0,
+                                           items[1].qtype: 0.0, items[2].qtype: 1.0, items[3].qtype: 1.0})
+    assert s["top1_agreement"] == 0.5 and s["kl_mean"] > 0
+
+
+@pytest.mark.slow
+def test_a_planned_build_is_compared_with_its_dense_weights(builds, tmp_path, capsys):
+    build = builds.get("onnx", "mixed")
+    out = tmp_path / "r.json"
+    assert main(["--build", str(build), "--n", "6", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert set(result["accuracy"]) >= {"all", "easy", "hard"}
+    assert 0.0 <= result["top1_agreement"] <= 1.0 and result["kl_mean"] > 0  # the plan changes the distribution
+    dense = builds.get("onnx", "dense")
+    assert main(["--build", str(dense), "--n", "6", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["top1_agreement"] == 1.0 and result["kl_mean"] == 0.0  # the dense build is its own reference
+
+
+def test_bad_inputs_get_one_line_errors(tmp_path, capsys):
+    assert main(["--build", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    table = tmp_path / "t.json"
+    table.write_text("{}")
+    assert main(["--table", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert "not a fidelity table" in err and err.count("\n") == 1
