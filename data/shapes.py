@@ -4,6 +4,8 @@
     for s in samples("test", "hard", 200):
         s.image, s.question, s.answer  # PIL RGB image, str, one-word str
 
+    python -m data.shapes --split test --kind all --n 8 --out examples/  # PNGs + questions.json
+
 A scene is a 4 x 4 grid of cells on a plain or noisy light background. Two to six shapes (circle,
 square, triangle; six colours; large or small) sit in distinct cells, and one or two corner cells
 hold a rendered digit (PIL's built-in FreeType font: nothing is downloaded). With the default
@@ -22,8 +24,12 @@ reporting only; training uses "train", and calibration and plan choice use "val"
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -212,3 +218,29 @@ def vocabulary_text() -> list[str]:
     lines += [f"What number is in the {name} corner?" for name in CORNERS]
     lines += ["yes", "no", *COLOURS, *SHAPES, *[str(d) for d in range(10)]]
     return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data.shapes", description="Write task samples as PNG files "
+                                 "and a questions.json listing (image, question, answer, kind, type).")
+    ap.add_argument("--split", default="test", choices=tuple(SPLIT_SEEDS))
+    ap.add_argument("--kind", default="all", choices=("easy", "hard", "all"))
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--out", required=True, help="directory to write")
+    args = ap.parse_args(argv)
+    if args.n < 1:
+        ap.error("--n must be at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for i, s in enumerate(samples(args.split, args.kind, args.n)):
+        name = f"{args.split}-{args.kind}-{i}.png"
+        s.image.save(out / name)
+        listing.append({"image": name, "question": s.question, "answer": s.answer, "kind": s.kind, "type": s.qtype})
+    (out / "questions.json").write_text(json.dumps(listing, indent=1) + "\n")
+    print(f"wrote {len(listing)} samples to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,8 @@ applied afterwards, without retraining, as the seeds do.
 
 A step draws IMAGES_PER_STEP new training scenes (never repeated) and up to QUESTIONS_PER_IMAGE of
 their questions; the encoder runs once per image and the decoder once per question. The loss is
-cross-entropy on the answer and the stop token only. Training is seeded and deterministic on a given
+cross-entropy on the answer and the stop token, plus (weight PROBE_WEIGHT) an auxiliary per-cell
+classification of the vision embeddings (`CellProbe`, discarded after training). Training is seeded and deterministic on a given
 machine. The log (loss, teacher-forced exact match on a fixed validation sample, time) goes to
 stdout and to `train_log.txt` in the output directory; the final line reports validation and test
 accuracy per split. Exact match under teacher forcing (every answer token and the stop token are
@@ -31,10 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
+from timm.utils.model import reparameterize_model
 
-from data.shapes import QUESTION_TYPES, samples, scene_questions, render, vocabulary_text
+from data.shapes import COLOURS, GRID, QUESTION_TYPES, SHAPES, Scene, render, samples, scene_questions, vocabulary_text
 from data.tokenizer import train_bpe
 from models.checkpoint import replace_dir, write_model_files
 from models.config import DecoderConfig, ImageConfig, ModelConfig, ProjectorConfig, PromptConfig, VisionConfig
@@ -46,9 +49,10 @@ TASK_PROMPT = PromptConfig(before_image="<|im_start|>user\n",
                            stop_tokens=("<|im_end|>", "<|endoftext|>"))
 ENCODER_ARGS = {"layers": [1, 1, 2, 1], "embed_dims": [16, 32, 64, 128], "mlp_ratios": [2, 2, 2, 2]}
 VOCAB_SIZE = 512
-IMAGES_PER_STEP = 32
-QUESTIONS_PER_IMAGE = 4
+IMAGES_PER_STEP = 24
+QUESTIONS_PER_IMAGE = 5
 VAL_SAMPLES = 256
+PROBE_WEIGHT = 0.5
 
 
 def task_config(vocab_size: int, projector: str = "mlp2x_gelu") -> ModelConfig:
@@ -74,7 +78,9 @@ def task_tokenizer():
 
 def pixels_of(images) -> torch.Tensor:
     """Square RGB images already at the model's size -> (B, 3, S, S) in [0, 1], as runtime/image.py does."""
-    return torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 255.0).permute(0, 3, 1, 2)
+    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 255.0)  # (B, S, S, 3)
+    # contiguous NCHW: a channels-last input crashes the train-time encoder's backward (torch 2.14.1, CPU)
+    return x.permute(0, 3, 1, 2).contiguous()
 
 
 class Batcher:
@@ -155,23 +161,68 @@ def init_weights(vlm: VLM, std: float = 0.02) -> None:
                 torch.nn.init.zeros_(m.bias)
 
 
+def cell_labels(scene: Scene) -> torch.Tensor:
+    """(GRID * GRID, 4) per-cell classes: shape (0 = none), colour (0 = none), digit (0 = none, d + 1),
+    size (0 large, 1 small; -100 without a shape)."""
+    labels = torch.zeros(GRID * GRID, 4, dtype=torch.long)
+    labels[:, 3] = -100
+    colours = list(COLOURS)
+    for it in scene.items:
+        labels[it.row * GRID + it.col] = torch.tensor([SHAPES.index(it.shape) + 1, colours.index(it.colour) + 1, 0,
+                                                       int(it.small)])
+    for (row, col), digit in scene.digits.items():
+        labels[row * GRID + col, 2] = digit + 1
+    return labels
+
+
+class CellProbe(torch.nn.Module):
+    """Auxiliary classifiers on the decoder's vision inputs, pooled to the scene's cells (training only).
+
+    They ask the vision embeddings to say what each cell holds, so the encoder learns to see before the
+    decoder has learned to ask; without them the model spends most of a short CPU budget answering from
+    the question alone. The probe is not part of the shipped model.
+    """
+
+    SIZES = (len(SHAPES) + 1, len(COLOURS) + 1, 11, 2)
+
+    def __init__(self, hidden: int, grid: int):
+        super().__init__()
+        self.grid = grid
+        self.heads = torch.nn.Linear(hidden, sum(self.SIZES))
+
+    def loss(self, vision: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """vision (B, g*g, hidden), labels (B, GRID*GRID, 4) -> mean cross-entropy of the four heads."""
+        B, _, hid = vision.shape
+        grid = vision.transpose(1, 2).reshape(B, hid, self.grid, self.grid)
+        cells = F.adaptive_avg_pool2d(grid, GRID).flatten(2).transpose(1, 2)  # (B, GRID*GRID, hidden)
+        logits = self.heads(cells).split(self.SIZES, dim=-1)
+        return sum(F.cross_entropy(lg.flatten(0, 1), labels[..., i].flatten(), ignore_index=-100)
+                   for i, lg in enumerate(logits)) / len(logits)
+
+
 def train_batch(step: int, batcher: Batcher, images: int = IMAGES_PER_STEP, questions: int = QUESTIONS_PER_IMAGE):
-    """Train scenes step*images .. (step+1)*images - 1 and `questions` of each: pixels, ids, targets."""
-    pictures, qas = [], []
+    """Train scenes step*images .. (step+1)*images - 1 and `questions` of each: pixels, ids, targets, cells."""
+    pictures, qas, cells = [], [], []
     rng = np.random.default_rng(step)
     for i in range(step * images, (step + 1) * images):
         scene, qs = scene_questions("train", i)
         pictures.append(render(scene))
+        cells.append(cell_labels(scene))
         for j in rng.permutation(len(qs))[:questions]:
             qas.append(qs[j][:2])
         qas += [qas[-1]] * (questions - min(questions, len(qs)))  # the same batch shape every step
     ids, targets = batcher(qas)
-    return pixels_of(pictures), ids, targets
+    return pixels_of(pictures), ids, targets, torch.stack(cells)
 
 
-def loss_of(vlm: VLM, prefix, pixels, ids, targets, repeats: int):
-    logits = sequence_logits(vlm, prefix, vlm.encode_image(pixels), ids, repeats)
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100), logits
+def loss_of(vlm: VLM, prefix, pixels, ids, targets, repeats: int, probe: CellProbe | None = None, cells=None):
+    """Answer cross-entropy (plus the cell probe's, when given) and the text logits."""
+    vision = vlm.encode_image(pixels)
+    logits = sequence_logits(vlm, prefix, vision, ids, repeats)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    if probe is not None:
+        loss = loss + PROBE_WEIGHT * probe.loss(vision, cells)
+    return loss, logits
 
 
 @torch.no_grad()
@@ -202,6 +253,23 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def trainable_encoder(vlm: VLM) -> None:
+    """Swap the encoder for timm's train-time form (MobileOne / RepMixer branches with BatchNorm).
+
+    The reparameterised form the model ships in is one plain conv per block; from torch's default
+    init its signal shrinks block after block until the output is the same for every image (measured:
+    feature std across images 1e-9). Training runs the multi-branch form and folds it afterwards.
+    """
+    v = vlm.cfg.vision
+    vlm.vision.timm_model = timm.create_model(v.timm_name, pretrained=False, num_classes=0, inference_mode=False,
+                                              **v.timm_args)
+
+
+def fold_encoder(vlm: VLM) -> None:
+    """Reparameterise the train-time encoder in place: the shipped (inference) form, same function."""
+    vlm.vision.timm_model = reparameterize_model(vlm.vision.timm_model.eval())
+
+
 def train(cfg: ModelConfig, tokenizer, steps: int, lr: float, seed: int, log, eval_every: int = 100,
           images: int = IMAGES_PER_STEP, questions: int = QUESTIONS_PER_IMAGE, val_samples: int = VAL_SAMPLES,
           vlm: VLM | None = None, on_step=None) -> VLM:
@@ -212,11 +280,14 @@ def train(cfg: ModelConfig, tokenizer, steps: int, lr: float, seed: int, log, ev
     if vlm is None:
         vlm = VLM(cfg)
         init_weights(vlm)
+        trainable_encoder(vlm)
     vlm.train()
+    probe = CellProbe(cfg.decoder.hidden_size, cfg.vision_grid)
     batcher = Batcher(tokenizer, cfg)
     val = samples("val", "all", val_samples)
-    decay = [p for n, p in vlm.named_parameters() if p.dim() >= 2]
-    rest = [p for n, p in vlm.named_parameters() if p.dim() < 2]
+    params = [*vlm.named_parameters(), *probe.named_parameters()]
+    decay = [p for n, p in params if p.dim() >= 2]
+    rest = [p for n, p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.98))
     start, smooth = time.time(), None
@@ -227,7 +298,7 @@ def train(cfg: ModelConfig, tokenizer, steps: int, lr: float, seed: int, log, ev
             if step + 1 < steps:
                 upcoming = pool.submit(train_batch, step + 1, batcher, images, questions)
             rate = lr_at(step, steps, lr, min(200, steps // 10 + 1))
-            loss = _step(vlm, opt, batcher.prefix, batch, rate, questions)
+            loss = _step(vlm, probe, opt, batcher.prefix, batch, rate, questions)
             smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
             if on_step is not None:
                 on_step(step, loss)
@@ -236,17 +307,19 @@ def train(cfg: ModelConfig, tokenizer, steps: int, lr: float, seed: int, log, ev
                 elapsed = time.time() - start
                 log(f"step {step + 1}/{steps}  loss {smooth:.4f}  val easy {acc['easy']:.3f} hard {acc['hard']:.3f}"
                     f"  {elapsed:.0f}s elapsed, ~{elapsed / (step + 1) * (steps - step - 1):.0f}s left")
+    if not vlm.vision.timm_model.stem[0].inference_mode:
+        fold_encoder(vlm)
     return vlm.eval()
 
 
-def _step(vlm, opt, prefix, batch, lr: float, questions: int) -> float:
+def _step(vlm, probe, opt, prefix, batch, lr: float, questions: int) -> float:
     for group in opt.param_groups:
         group["lr"] = lr
-    pixels, ids, targets = batch
-    loss, _ = loss_of(vlm, prefix, pixels, ids, targets, questions)
+    pixels, ids, targets, cells = batch
+    loss, _ = loss_of(vlm, prefix, pixels, ids, targets, questions, probe, cells)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(vlm.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], 1.0)
     opt.step()
     return loss.item()
 
@@ -255,7 +328,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="checkpoint directory to write (replaced atomically)")
     parser.add_argument("--projector", default="mlp2x_gelu", choices=("mlp2x_gelu", "stf"))
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")

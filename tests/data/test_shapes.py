@@ -97,3 +97,17 @@ def test_vocabulary_text_covers_every_question():
         _, qas = scene_questions("train", i)
         for question, answer, _, _ in qas:
             assert question in vocab and answer in vocab
+
+
+def test_cli_writes_the_samples_it_lists(tmp_path):
+    import json
+
+    from data.shapes import main
+    from PIL import Image
+
+    assert main(["--split", "val", "--kind", "hard", "--n", "3", "--out", str(tmp_path)]) == 0
+    listing = json.loads((tmp_path / "questions.json").read_text())
+    expected = samples("val", "hard", 3)
+    assert [(e["question"], e["answer"]) for e in listing] == [(s.question, s.answer) for s in expected]
+    for e, s in zip(listing, expected):
+        assert np.array_equal(_pixels(Image.open(tmp_path / e["image"])), _pixels(s.image))

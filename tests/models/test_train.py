@@ -68,3 +68,23 @@ def test_a_few_steps_of_training_lower_the_loss():
           val_samples=4, vlm=vlm, on_step=lambda step, loss: losses.append(loss))
     assert len(losses) == 24
     assert np.mean(losses[-4:]) < 0.6 * np.mean(losses[:4]), losses
+
+
+def test_the_train_time_encoder_sees_and_folds_into_the_shipped_form():
+    from models.train import fold_encoder, trainable_encoder
+
+    tok = task_tokenizer()
+    vlm = _small_model(tok)
+    items = samples("val", "all", 4)
+    pixels = pixels_of([s.image for s in items])
+    with torch.no_grad():
+        assert vlm.vision(pixels).std(0).mean() < 1e-6  # default init: every image looks the same
+        trainable_encoder(vlm)
+        vlm.train()
+        assert vlm.vision(pixels).std(0).mean() > 1e-2  # the multi-branch form with BatchNorm keeps the signal
+        vlm.eval()
+        features = vlm.vision(pixels)
+        fold_encoder(vlm)
+        torch.testing.assert_close(vlm.vision(pixels), features, atol=1e-4, rtol=1e-4)
+    shipped = VLM(vlm.cfg)
+    shipped.load_state_dict(vlm.state_dict())  # strict: the folded encoder has the shipped layout
