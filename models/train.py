@@ -341,7 +341,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     lines = []
 
     def log(line: str):

@@ -53,3 +53,21 @@ def test_bad_inputs_get_one_line_errors(tmp_path, capsys):
     assert main(["--table", str(table)]) == 2
     err = capsys.readouterr().err
     assert "not a fidelity table" in err and err.count("\n") == 1
+
+
+def test_a_table_runs_every_row_against_one_reference(tmp_path, capsys):
+    from export.random_model import RANDOM_MODEL_DIR
+
+    plan = tmp_path / "exit.json"
+    plan.write_text(json.dumps({"name": "exit-1", "layers": {"0": "full", "1": "exit"}}))
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"reference": {"model": str(RANDOM_MODEL_DIR)},
+                                 "rows": [{"name": "dense", "plan": "dense"}, {"name": "exit", "plan": "exit.json"}]}))
+    md = tmp_path / "t.md"
+    assert main(["--table", str(table), "--n", "4", "--json", str(tmp_path / "t.json"), "--markdown", str(md)]) == 0
+    dense, exit_ = json.loads((tmp_path / "t.json").read_text())["results"]
+    assert dense["top1_agreement"] == 1.0 and dense["kl_mean"] == 0.0
+    assert dense["cost"]["plan"] == dense["cost"]["dense"] > exit_["cost"]["plan"] > exit_["cost"]["text_only"]
+    removed = (exit_["cost"]["dense"] - exit_["cost"]["plan"]) / (exit_["cost"]["dense"] - exit_["cost"]["text_only"])
+    row = md.read_text().splitlines()[3]
+    assert row.startswith("| exit |") and f"{100 * removed:.1f}%" in row
