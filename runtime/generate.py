@@ -1,6 +1,6 @@
 """Ask a build about an image; stream the answer, then the timings.
 
-    python -m runtime.generate --build build/foveate-tiny-random-default-onnx --image cat.png --prompt "What is this?"
+    python -m runtime.generate --build build/foveate-tiny-default-onnx --image examples/test-all-0.png --prompt "Is there a yellow shape?"
 
 Exit codes: 0 answered; 2 bad input (image, prompt, build, backend).
 """
