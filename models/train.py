@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from timm.utils.model import reparameterize_model
@@ -42,6 +41,7 @@ from data.tokenizer import train_bpe
 from models.checkpoint import replace_dir, write_model_files
 from models.config import DecoderConfig, ImageConfig, ModelConfig, ProjectorConfig, PromptConfig, VisionConfig
 from models.decoder import apply_rope
+from models.vision import create_timm_fastvit
 from models.vlm import VLM
 
 TASK_PROMPT = PromptConfig(before_image="<|im_start|>user\n",
@@ -260,9 +260,7 @@ def trainable_encoder(vlm: VLM) -> None:
     init its signal shrinks block after block until the output is the same for every image (measured:
     feature std across images 1e-9). Training runs the multi-branch form and folds it afterwards.
     """
-    v = vlm.cfg.vision
-    vlm.vision.timm_model = timm.create_model(v.timm_name, pretrained=False, num_classes=0, inference_mode=False,
-                                              **v.timm_args)
+    vlm.vision.timm_model = create_timm_fastvit(vlm.cfg.vision, inference_mode=False)
 
 
 def fold_encoder(vlm: VLM) -> None:

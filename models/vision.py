@@ -47,8 +47,10 @@ def stage_channels(cfg: VisionConfig, stages: tuple[int, ...]) -> list[int]:
         return build_vision_encoder(cfg).stage_channels(stages)
 
 
-def _create_timm_fastvit(cfg: VisionConfig) -> nn.Module:
-    return timm.create_model(cfg.timm_name, pretrained=False, num_classes=0, inference_mode=True, **cfg.timm_args)
+def create_timm_fastvit(cfg: VisionConfig, inference_mode: bool = True) -> nn.Module:
+    """timm FastViT / MCi; inference_mode=False gives the train-time multi-branch form (models/train.py)."""
+    return timm.create_model(cfg.timm_name, pretrained=False, num_classes=0, inference_mode=inference_mode,
+                             **cfg.timm_args)
 
 
 class FastVitEncoder(nn.Module):
@@ -58,7 +60,7 @@ class FastVitEncoder(nn.Module):
         super().__init__()
         if not cfg.timm_name:
             raise ValueError("fastvit encoder needs VisionConfig.timm_name, e.g. 'fastvit_mci3'")
-        self.timm_model = _create_timm_fastvit(cfg)
+        self.timm_model = create_timm_fastvit(cfg)
         info = self.timm_model.feature_info  # one dict per stage: num_chs, reduction
         channels, stride = self.timm_model.num_features, info[-1]["reduction"]
         if (channels, stride) != (cfg.hidden_size, cfg.stride):
