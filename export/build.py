@@ -3,6 +3,7 @@
     python export/build.py --target onnx                       # the default model and plan
     python export/build.py --target all --plan plans/example.json --out build
     python export/build.py --target executorch --model fastvlm-0.5b --plan dense --image-size 1024
+    python export/build.py --target onnx --plan auto             # calibrate the plan first (export/calibrate.py)
 
 Stages: load -> export/lower/convert -> save -> parity. Everything is written into a temporary
 directory beside the destination and renamed into place only when every stage passed, so an
@@ -40,7 +41,10 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--target", required=True, choices=TARGETS + ("all",))
     ap.add_argument("--model", default=None, help="checkpoint directory or preset name (default: the shipped model)")
-    ap.add_argument("--plan", default=None, help="plan JSON file or 'dense' (default: the model's shipped plan)")
+    ap.add_argument("--plan", default=None, help="plan JSON file, 'dense', or 'auto': calibrate one with "
+                    "export/calibrate.py's default budget (default: the model's shipped plan)")
+    ap.add_argument("--calibration-n", type=int, default=400,
+                    help="with --plan auto: calibration questions, and as many test questions for its report")
     ap.add_argument("--dtype", default=None, choices=("fp32", "fp16"),
                     help="compute dtype (default: fp16 for coreml, fp32 otherwise; fp16 is built for coreml only)")
     ap.add_argument("--image-size", type=int, default=None, help="input image side in pixels")
@@ -154,6 +158,31 @@ def _parity(tmp: Path, manifest: dict, target: str) -> dict:
     return check_build(tmp, manifest=manifest)
 
 
+def calibrate_plan(args) -> Path:
+    """--plan auto: calibrate the model's plan into <out>/<model>-auto-calibration/ (plan.json, report/)."""
+    from export.calibrate import Options, calibrate, load_for_calibration, write
+    from export.load import SHIPPED_MODEL_DIR, model_name
+    from models.config import PRESETS
+
+    source = args.model or str(SHIPPED_MODEL_DIR)
+    if source in PRESETS:
+        raise ValueError(f"{source} is a preset with random weights: there is nothing to calibrate; "
+                         "give a trained checkpoint directory")
+    if args.calibration_n < 2:
+        raise ValueError("--calibration-n must be at least 2")
+    if not Path(source, "config.json").is_file():
+        raise ValueError(f"{source}: not a checkpoint directory (no config.json)")
+    out = Path(args.out) / f"{model_name(source)}-auto-calibration"
+    print(f"[calibrate] {source} on {args.calibration_n} validation questions -> {out}", flush=True)
+    vlm, tok = load_for_calibration(Path(source))  # CheckpointError, TokenizerError: ValueErrors
+    result = calibrate(vlm, tok, Options(n=args.calibration_n, test_n=args.calibration_n))
+    write(result, out / "plan.json", out / "report")
+    c = result["chosen"]
+    print(f"[calibrate] plan {' '.join(result['plan']['modes'])}: {100 * c['vision_removed']:.1f}% of vision "
+          f"prefill FLOPs removed, in {result['calibration_seconds']:.0f} s", flush=True)
+    return out / "plan.json"
+
+
 class ParityError(RuntimeError):
     pass
 
@@ -166,6 +195,12 @@ def main(argv=None) -> int:
     if args.dtype == "fp16" and targets != ("coreml",):
         print("error: --dtype fp16 is built for the coreml target only", file=sys.stderr)
         return 2
+    if args.plan == "auto":
+        try:
+            args.plan = str(calibrate_plan(args))
+        except (ValueError, OSError) as e:
+            print(f"error: --plan auto: {e}", file=sys.stderr)
+            return 2
     try:
         print("[load] model and plan ...", flush=True)
         t0 = time.perf_counter()
