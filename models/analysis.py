@@ -1,7 +1,7 @@
 """Per-layer measurements of how a dense VLM uses its vision tokens: the seeds' layer analyses.
 
-One instrumented forward (`trace`) of [system text | image | instruction | answer] through the dense
-decoder, with the model's own modules, records per layer:
+One observed whole-sequence forward (`trace`, models/reference.py) of [system text | image |
+instruction | answer] through the dense decoder records per layer:
 - allocation ("Multimodal Alignment and Acceleration of Large Models", eqs. 1-3): for each query
   that produces an answer token (the prompt's last token, then each answer token), the attention
   mass it puts on system / image / instruction / output keys, averaged over heads. The four sum to 1.
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .decoder import NEG_INF
+from .reference import forward_sequence
 
 TOKEN_TYPES = ("system", "image", "instruction", "output")
 FILTER_COSINE = 0.995  # VisiPruner §4.4
@@ -48,38 +48,31 @@ class Trace:
 def trace(vlm, prefix_ids: torch.Tensor, vision: torch.Tensor, after_ids: torch.Tensor,
           answer_ids: torch.Tensor) -> Trace:
     """prefix_ids (P,), vision embeddings (1, N_v, hidden), after_ids (T,) the prompt after the image,
-    answer_ids (A,) the answer without its stop token. The model must be under the dense plan."""
+    answer_ids (A,) the answer without its stop token. The model must be under the dense plan; the
+    forward is models/reference.py's whole-sequence one, observed layer by layer."""
     dec = vlm.decoder
     if not dec.plan.is_dense:
         raise ValueError(f"layer analyses need the dense model, got plan {dec.plan.name!r}")
     P, N, T, A = len(prefix_ids), vision.shape[1], len(after_ids), len(answer_ids)
-    x = torch.cat([dec.embed(prefix_ids[None]), vision, dec.embed(torch.cat([after_ids, answer_ids])[None])], dim=1)
-    S = x.shape[1]  # (1, S, hidden)
+    seen = []
+    logits = forward_sequence(dec, dec.embed(prefix_ids[None]), vision, dec.embed(torch.cat([after_ids, answer_ids])[None]),
+                              T, observe=lambda x, probs, v: seen.append((x, probs, v)))
     kinds = torch.tensor([0] * P + [1] * N + [2] * T + [3] * A)
     last = P + N + T - 1  # the prompt's last token: its output picks the first answer token
-    queries = torch.arange(last, S)  # (Q,) each predicts the next answer token or the stop token
-    cos, sin = dec.rope_cos[:S], dec.rope_sin[:S]
-    causal = torch.full((S, S), NEG_INF).triu(1)
-    allocation, inf_cos, inf_l2, states = [], [], [], []
-    for layer in dec.layers:
-        states.append(x[0, P:P + N])
-        attn = layer.self_attn
-        h = layer.input_layernorm(x)
-        q = attn.query(h, cos, sin)
-        k, v = attn.key_value(h, cos, sin)
-        probs = attn.scores(q, k, causal)  # (1, H, S, S)
-        v = v.repeat_interleave(attn.n_heads // attn.n_kv, dim=1)  # (1, H, S, D)
-        heads = probs @ v  # (1, H, S, D)
+    queries = torch.arange(last, P + N + T + A)  # (Q,) each predicts the next answer token or the stop token
+    allocation, inf_cos, inf_l2 = [], [], []
+    for x, probs, v in seen[:-1]:
+        v = v.repeat_interleave(probs.shape[1] // v.shape[1], dim=1)  # (1, H, S, D)
         mass = probs[0][:, queries].mean(0)  # (Q, S)
         allocation.append(torch.stack([mass[:, kinds == t].sum(-1) for t in range(len(TOKEN_TYPES))], dim=-1))
-        c, d = _influence(probs[0, :, last, P:P + N], v[0, :, P:P + N], heads[0, :, last])
+        out = (probs[0, :, last, None] @ v[0])[:, 0]  # (H, D) the last prompt token's attention output per head
+        c, d = _influence(probs[0, :, last, P:P + N], v[0, :, P:P + N], out)
         inf_cos.append(c)
         inf_l2.append(d)
-        x = layer.block(x, attn.o_proj(heads.transpose(1, 2).reshape(1, S, -1)))
-    states.append(x[0, P:P + N])
+    states = torch.stack([x[0, P:P + N] for x, _, _ in seen])  # (L + 1, N_v, hidden)
     return Trace(allocation=torch.stack(allocation).numpy(), influence_cos=torch.stack(inf_cos).numpy(),
-                 influence_l2=torch.stack(inf_l2).numpy(), vision_states=torch.stack(states).numpy(),
-                 type_counts=np.array([P, N, T, A]), logits=dec.logits(x[:, queries])[0])
+                 influence_l2=torch.stack(inf_l2).numpy(), vision_states=states.numpy(),
+                 type_counts=np.array([P, N, T, A]), logits=logits[0, T - 1:])
 
 
 def _influence(weights, values, out):

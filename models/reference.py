@@ -14,11 +14,13 @@ from .plan import VISION_MODES
 
 
 @torch.no_grad()
-def forward_sequence(dec: Decoder, prefix, vision, rest, prompt_rest: int, return_attn: bool = False):
+def forward_sequence(dec: Decoder, prefix, vision, rest, prompt_rest: int, return_attn: bool = False, observe=None):
     """prefix (1, P, hid), vision (1, N_v, hid) or None, rest (1, R, hid) = question then generated tokens.
 
     prompt_rest: how many tokens of `rest` belong to the prompt (the last of them picks the top-k).
     Returns logits (1, R, V) of the `rest` positions (and per-layer attention probs (1, H, S, S)).
+    observe(x, probs, v) is called for every layer with its input states (1, S, hid), attention probs
+    (1, H, S, S) and values (1, H_kv, S, D), then once with the last layer's output and None, None.
     """
     parts = [prefix] + ([vision] if vision is not None else []) + [rest]
     x = torch.cat(parts, dim=1)  # (1, S, hid)
@@ -59,10 +61,14 @@ def forward_sequence(dec: Decoder, prefix, vision, rest, prompt_rest: int, retur
         if topk is not None and i >= topk.from_layer:
             mask &= ~(~is_vis[:, None] & ~keep[None, :])[None]  # text rows see kept vision only
         bias = torch.where(mask, 0.0, float("-inf"))[None]  # (1, H, S, S)
-        if return_attn:
+        if return_attn or observe is not None:
             attn_maps.append(attn.scores(q, k, bias))
+        if observe is not None:
+            observe(x, attn_maps[-1], v)
         y = layer.block(x, attn.attend(q, k, v, bias))
         update = torch.ones(S, dtype=torch.bool) if mode == "full" else ~is_vis
         x = torch.where(update[None, :, None], y, x)
+    if observe is not None:
+        observe(x, None, None)
     logits = dec.logits(x[:, P + nv:])
     return (logits, attn_maps) if return_attn else logits
