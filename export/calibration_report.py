@@ -188,8 +188,11 @@ def markdown(result: dict) -> str:
     lines += ["", "![influence](influence.png)", "", "### Knock-out", "", HEAD]
     for key, label in (("layer_text", "vision off in layer"), ("exit_from", "exit from layer")):
         lines += [_row(f"{label} {i}", s) for i, s in enumerate(m["knockout"][key])]
+    cka = np.array(m["cka"])
     lines += ["", "![knock-out](knockout.png)", "", "### CKA between the vision states of layers", "",
-              "![cka](cka.png)", ""]
+              "Each layer's output against its input (1: the layer left the vision states' geometry as it was): "
+              + ", ".join(f"L{i} {cka[i, i + 1]:.3f}" for i in range(len(cka) - 1))
+              + f"; first input against last output: {cka[0, -1]:.3f}.", "", "![cka](cka.png)", ""]
     return "\n".join(lines)
 
 

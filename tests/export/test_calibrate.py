@@ -170,3 +170,19 @@ def test_prepared_items_hold_the_dense_image_embeddings(model):
     assert [i.kind for i in items] == ["easy", "hard"]
     assert items[0].vision.shape == (1, vlm.cfg.num_vision_tokens, vlm.cfg.decoder.hidden_size)
     assert torch.isfinite(items[0].vision).all()
+
+
+def test_the_shipped_plan_is_its_committed_calibration():
+    """checkpoints/foveate-tiny/plan.json was written by export/calibrate.py; its report is committed
+    beside it and says the plan is the cheapest scored plan within the recorded budget."""
+    from export.load import SHIPPED_MODEL_DIR
+
+    repo = SHIPPED_MODEL_DIR.parents[1]
+    result = json.loads((repo / "reports" / "calibration" / "foveate-tiny" / "calibration.json").read_text())
+    shipped = json.loads((SHIPPED_MODEL_DIR / "plan.json").read_text())
+    assert shipped["modes"] == result["plan"]["modes"] and shipped["name"] == result["plan"]["name"]
+    budget = Budget(**result["options"]["budget"])
+    fits = [s for s in result["scored"] if budget.allows(s, result["dense"])]
+    assert budget.allows(result["chosen"], result["dense"])
+    assert result["chosen"]["flops"] == min(s["flops"] for s in fits) < result["dense"]["flops"]
+    assert result["options"]["split"] == "val" and result["test"]["n"] > 0
