@@ -57,10 +57,28 @@ class Pipeline:
                  top_p: float = 1.0, seed: int = 0, on_text=None) -> Result:
         pixels = preprocess(image, self.manifest["image"]) if image is not None else None
         before, after = self.tokenizer.encode_prompt(prompt, with_image=pixels is not None)
+        rng, stream = np.random.default_rng(seed), StreamDecoder(self.tokenizer)
+        on_token = (lambda token: on_text(stream.push(token))) if on_text is not None else None
+        ids, timings, first_logits = self.run_ids(before, pixels, after, max_new_tokens,
+                                                  lambda logits: sample(logits, temperature, top_p, rng),
+                                                  self.tokenizer.stop_ids, on_token)
+        if on_text is not None:
+            on_text(stream.finish())
+        text_ids = [i for i in ids if i not in self.tokenizer.stop_ids]
+        return Result(self.tokenizer.decode(text_ids), ids, self.num_vision if pixels is not None else 0, timings,
+                      first_logits)
+
+    def run_ids(self, before: list[int], pixels, after: list[int], max_new_tokens: int, pick=None, stop_ids=(),
+                on_token=None) -> tuple[list[int], dict, np.ndarray]:
+        """The conversation on token ids: -> (new ids, timings, the first new token's logits).
+
+        pick(logits) chooses each token (default greedy); decoding ends at a stop id or after
+        max_new_tokens (stop_ids=() decodes exactly that many, as benchmarks do)."""
+        pick = pick or (lambda logits: int(np.argmax(logits)))
         need = len(before) + len(after)
         if need >= self.capacity:
             raise BuildError(f"prompt of {need} tokens does not fit the KV capacity of {self.capacity} text tokens")
-        rng, stream, timings = np.random.default_rng(seed), StreamDecoder(self.tokenizer), {}
+        timings = {}
         self.backend.reset()
         t0 = time.perf_counter()
         pos = slot = 0
@@ -84,21 +102,17 @@ class Pipeline:
         ids, t1, first_logits = [], time.perf_counter(), np.asarray(logits[0, -1], np.float32)
         limit = min(max_new_tokens, self.capacity - need + 1)  # every token but the last is fed back
         for _ in range(max(limit, 0)):
-            token = sample(logits[0, -1], temperature, top_p, rng)
+            token = pick(logits[0, -1])
             ids.append(token)
-            if on_text is not None:
-                on_text(stream.push(token))
-            if token in self.tokenizer.stop_ids or len(ids) == limit:
+            if on_token is not None:
+                on_token(token)
+            if token in stop_ids or len(ids) == limit:
                 break
             logits = self._text([token], pos, slot, select=False)
             pos, slot = pos + 1, slot + 1
-        if on_text is not None:
-            on_text(stream.finish())
         decode_s = time.perf_counter() - t1
         timings.update(decode_s=decode_s, decode_tok_s=(len(ids) - 1) / decode_s if len(ids) > 1 and decode_s else 0.0)
-        text_ids = [i for i in ids if i not in self.tokenizer.stop_ids]
-        return Result(self.tokenizer.decode(text_ids), ids, self.num_vision if pixels is not None else 0, timings,
-                      first_logits)
+        return ids, timings, first_logits
 
     def _text(self, ids, pos: int, slot: int, select: bool):
         embeds = self.backend.embed(np.array([ids], np.int64))
