@@ -49,8 +49,8 @@ def _drive(backend, manifest, pixels, before, after, tokens):
     return vision, prefill, np.concatenate(decode, axis=1) if decode else None
 
 
-def stage_metrics(ref, backend, manifest, pixels, before, after) -> dict:
-    tokens = _greedy_tokens(ref, manifest, pixels, before, after, N_DECODE)
+def stage_metrics(ref, backend, manifest, pixels, before, after, n_decode: int = N_DECODE) -> dict:
+    tokens = _greedy_tokens(ref, manifest, pixels, before, after, n_decode)
     r = _drive(ref, manifest, pixels, before, after, tokens)
     o = _drive(backend, manifest, pixels, before, after, tokens)
     names = ("vision_embeddings", "prefill_logits", "decode_logits")
@@ -79,7 +79,11 @@ def check_build(build_dir: Path, backend: str | None = None, manifest: dict | No
     first = golden["cases"][0]
     pixels = preprocess(build_dir / first["image"], manifest["image"])
     before, after = tok.encode_prompt(first["prompt"], with_image=True)
-    stages = stage_metrics(ref, out, manifest, pixels, before, after)
+    room = manifest["kv"]["text_capacity"] - len(before) - len(after)
+    if room < 1:
+        raise BuildError(f"the parity prompt takes {len(before) + len(after)} text tokens, the KV capacity is "
+                         f"{manifest['kv']['text_capacity']}: raise --max-seq-len")
+    stages = stage_metrics(ref, out, manifest, pixels, before, after, min(N_DECODE, room))
     pipe = Pipeline(build_dir, backend=out, manifest=manifest)
     match = all(pipe.generate(build_dir / c["image"], c["prompt"], max_new_tokens=len(c["ids"])).ids == c["ids"]
                 for c in golden["cases"])

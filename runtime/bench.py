@@ -1,0 +1,359 @@
+"""Speed of builds, dense vs planned, per backend, measured interleaved in one process (DESIGN.md §8).
+
+    python -m runtime.bench --preset fastvlm-0.5b --image-size 1024 --prompt-tokens 32 --new-tokens 32 \
+        --plans dense,plans/example-fastvlm-0.5b.json --backends executorch,onnxruntime --json results.json
+    python -m runtime.bench --preset fastvlm-tiny --plans dense,plans/tiny/cross.json --backends onnxruntime,torch
+
+Builds come from export/build.py and are cached under --cache by a hash of what defines them (model,
+plan, sizes, target, and the source of models/ and export/). The conversation is synthetic and the
+same for every run: the template's text before the image, a seeded random image, --prompt-tokens
+random ids, then exactly --new-tokens greedy decode steps (stop tokens do not stop it). Each
+backend also runs the dense build without an image: the text-only floor of prefill.
+
+Per (backend, plan), medians with min/max over --repeats runs taken A B A B ...: image encode,
+decoder prefill (every chunk but the image encoder), time to first token, decode tokens/s; and the
+graph files' size, the RSS the process grew by when the build was loaded, KV bytes and FLOPs from the
+cost model. Against dense: prefill and TTFT speed-ups, and the share of the vision-attributable
+prefill time removed, (dense - plan) / (dense - text only). Roofline: this machine's fp32 GEMM rate
+through each backend (a 2048 x 2048 linear) and its memory bandwidth (a large copy); prefill reaches
+FLOPs / time of the former, decode (parameter + KV bytes read per token) / time of the latter.
+Exit codes: 0 measured; 2 bad input; 3 a build failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .manifest import BuildError, load_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+BACKEND_TARGET = {"executorch": "executorch", "onnxruntime": "onnx", "torch": "onnx"}  # torch runs a build's weights
+METRICS = ("image_encode_s", "prefill_s", "ttft_s", "decode_tok_s")
+
+
+def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target: str) -> str:
+    """Content hash of everything a build depends on, our model and export code included."""
+    h = hashlib.sha256(json.dumps([model, plan, image_size, max_seq_len, target], sort_keys=True).encode())
+    for path in sorted([*REPO.glob("models/*.py"), *REPO.glob("export/*.py")]):
+        h.update(path.read_bytes())
+    if Path(model, "model.safetensors").is_file():
+        h.update(str(Path(model, "model.safetensors").stat().st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def ensure_build(model: str, plan_spec: str, image_size: int, max_seq_len: int, target: str, cache: Path,
+                 log=print) -> Path:
+    """The cached build directory, built first when absent."""
+    from export.build import main as build_main
+    from export.load import LoadError, load
+
+    try:
+        plan = load(model, plan_spec, image_size, max_seq_len).vlm.plan.to_dict()
+    except LoadError as e:
+        raise BuildError(str(e)) from None
+    out = cache / build_key(model, plan, image_size, max_seq_len, target)
+    built = [p for p in out.glob("*") if (p / "manifest.json").is_file()] if out.is_dir() else []
+    if built:
+        return built[0]
+    log(f"[bench] building {target} with plan {plan['name']!r} into {out} ...")
+    argv = ["--target", target, "--model", model, "--plan", plan_spec, "--image-size", str(image_size),
+            "--max-seq-len", str(max_seq_len), "--out", str(out)]
+    code = build_main(argv)
+    if code != 0:
+        raise RuntimeError(f"python export/build.py {' '.join(argv)} failed (exit {code})")
+    return next(p for p in out.glob("*") if (p / "manifest.json").is_file())
+
+
+def _check_plans(model: str, plans: list[str], image_size: int, max_seq_len: int) -> None:
+    """Every plan must fit the model before the first (slow) build starts."""
+    from export.load import LoadError, load
+    from models.vlm import resolve_plan
+
+    try:
+        cfg = load(model, "dense", image_size, max_seq_len).vlm.cfg
+        for spec in plans:
+            resolve_plan(cfg, spec)
+    except (LoadError, ValueError) as e:
+        raise BuildError(str(e)) from None
+
+
+def rss_bytes() -> int | None:
+    """Resident set size of this process now (Linux), or None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def conversation(pipe, prompt_tokens: int, seed: int = 0):
+    """(ids before the image, pixels, ids after it): the template's prefix, a random image, random ids."""
+    from PIL import Image
+
+    from .image import preprocess
+
+    rng = np.random.default_rng(seed)
+    size = pipe.manifest["image"]["size"]
+    image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    before, _ = pipe.tokenizer.encode_prompt("", with_image=True)
+    allowed = np.setdiff1d(np.arange(pipe.tokenizer.vocab_size), pipe.tokenizer.stop_ids)
+    return before, preprocess(image, pipe.manifest["image"]), rng.choice(allowed, prompt_tokens).tolist()
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+
+
+def gemm_rate(backend: str, n: int = 2048, repeats: int = 5) -> float:
+    """fp32 FLOP/s of an n x n x n linear through the backend (median of repeats)."""
+    x = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    run = _gemm_runner(backend, x)
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / float(np.median(times))
+
+
+def _gemm_runner(backend: str, x: np.ndarray):
+    import torch
+
+    linear = torch.nn.Linear(x.shape[0], x.shape[0], bias=False).eval()
+    xt = torch.from_numpy(x)
+    if backend == "torch":
+        return lambda: linear(xt)
+    if backend == "onnxruntime":
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        w = numpy_helper.from_array(linear.weight.detach().numpy().T.copy(), "w")
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))], [w])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return lambda: session.run(None, {"x": x})
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    program = to_edge_transform_and_lower(torch.export.export(linear, (xt,)),
+                                          partitioner=[XnnpackPartitioner()]).to_executorch()
+    method = Runtime.get().load_program(program.buffer).load_method("forward")
+    return lambda: method.execute([xt])
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes/s of a large copy (read + write), median of repeats."""
+    src = np.ones(megabytes * 2 ** 20 // 4, np.float32)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t0)
+    return 2 * src.nbytes / float(np.median(times[1:]))
+
+
+def cost_of(build: Path, manifest: dict, prefix_tokens: int, prompt_tokens: int, new_tokens: int) -> dict:
+    """FLOPs and bytes of this conversation under the build's plan, from the cost model."""
+    from models.checkpoint import load_config
+    from models.cost import estimate
+    from models.vlm import resolve_plan
+
+    cfg = load_config(build / manifest["weights"], max_seq_len=manifest["kv"]["text_capacity"])
+    plan = resolve_plan(cfg, manifest["plan"])
+    c = estimate(cfg, plan, prefix_tokens, prompt_tokens, new_tokens)
+    text = estimate(cfg, "dense", prefix_tokens, prompt_tokens, new_tokens, image=False)
+    return {"prefill_flops": c.prefill_flops, "vision_encoder_flops": c.vision_encoder_flops,
+            "decode_flops": c.decode_flops, "text_only_prefill_flops": text.prefill_flops,
+            "kv_bytes_static": c.kv_bytes_static, "kv_bytes_filled": c.kv_bytes_filled,
+            "kv_bytes_ideal": c.kv_bytes_ideal, "decoder_param_bytes": c.decoder_param_bytes,
+            "decode_bytes_per_token": c.decoder_param_bytes + c.kv_bytes_filled}
+
+
+def measure(runs: dict, before, pixels, after, new_tokens: int, repeats: int, log=print) -> dict:
+    """runs {label: (pipeline, with_image)} -> {label: {metric: stats}}, interleaved A B A B ..."""
+    samples = {label: {m: [] for m in METRICS} for label in runs}
+    for r in range(repeats + 1):  # the first round warms up and is not kept
+        for label, (pipe, with_image) in runs.items():
+            _, timings, _ = pipe.run_ids(before, pixels if with_image else None, after, new_tokens, stop_ids=())
+            if r:
+                for m in METRICS:
+                    samples[label][m].append(timings.get(m, 0.0))
+        log(f"[bench] round {r}/{repeats}" + (" (warm-up)" if r == 0 else ""))
+    return {label: {m: stats(v) for m, v in s.items()} for label, s in samples.items()}
+
+
+def ratios(results: list[dict]) -> None:
+    """Adds, to every planned row, its speed-ups over the dense row of the same backend."""
+    dense = {r["backend"]: r for r in results if r["plan"] == "dense"}
+    for r in results:
+        d = dense.get(r["backend"])
+        if d is None:
+            continue
+        t = {m: r["timings"][m]["median"] for m in METRICS}
+        td = {m: d["timings"][m]["median"] for m in METRICS}
+        floor = r["text_only_prefill_s"]
+        r["vs_dense"] = {
+            "prefill_speedup": td["prefill_s"] / t["prefill_s"],
+            "ttft_speedup": td["ttft_s"] / t["ttft_s"],
+            "decode_ratio": t["decode_tok_s"] / td["decode_tok_s"] if td["decode_tok_s"] else None,
+            "vision_prefill_time_removed": (td["prefill_s"] - t["prefill_s"]) / (td["prefill_s"] - floor)
+            if td["prefill_s"] > floor else None,
+            "kv_ratio": r["cost"]["kv_bytes_static"] / d["cost"]["kv_bytes_static"],
+            "ttft_bound_s": t["image_encode_s"] + t["prefill_s"],
+        }
+
+
+def roofline(results: list[dict], peaks: dict, bandwidth: float) -> None:
+    for r in results:
+        t = r["timings"]
+        prefill_rate = r["cost"]["prefill_flops"] / t["prefill_s"]["median"]
+        decode_rate = r["cost"]["decode_bytes_per_token"] * t["decode_tok_s"]["median"]
+        r["roofline"] = {"prefill_flops_per_s": prefill_rate, "prefill_of_gemm_peak": prefill_rate / peaks[r["backend"]],
+                         "decode_bytes_per_s": decode_rate, "decode_of_bandwidth": decode_rate / bandwidth}
+
+
+def table(results: list[dict]) -> str:
+    head = ("| backend | plan | vision tokens | encode ms | prefill ms | TTFT ms | decode tok/s | prefill x | "
+            "vision prefill time removed | KV MiB | graphs MB | prefill % GEMM peak | decode % bandwidth |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        t, v = r["timings"], r.get("vs_dense", {})
+        removed = v.get("vision_prefill_time_removed")
+        cells = [r["backend"], r["plan"], str(r["vision_tokens"]), f"{t['image_encode_s']['median'] * 1e3:.1f}",
+                 f"{t['prefill_s']['median'] * 1e3:.1f}", f"{t['ttft_s']['median'] * 1e3:.1f}",
+                 f"{t['decode_tok_s']['median']:.1f}", f"{v.get('prefill_speedup', 1.0):.2f}",
+                 "-" if removed is None else f"{100 * removed:.0f}%", f"{r['cost']['kv_bytes_static'] / 2 ** 20:.1f}",
+                 f"{r['graph_bytes'] / 1e6:.1f}", f"{100 * r['roofline']['prefill_of_gemm_peak']:.1f}",
+                 f"{100 * r['roofline']['decode_of_bandwidth']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(args, log=print) -> dict:
+    from .pipeline import Pipeline
+
+    model = args.model or args.preset
+    cache = Path(args.cache)
+    room = 48  # the template's text before the image, and the build's parity prompt (checked below)
+    max_seq_len = args.max_seq_len or -(-(room + args.prompt_tokens + args.new_tokens) // 32) * 32
+    runs, rows, loaded = {}, [], {}
+    _check_plans(model, args.plans, args.image_size, max_seq_len)
+    for backend in args.backends:
+        for plan_spec in args.plans:
+            build = ensure_build(model, plan_spec, args.image_size, max_seq_len, BACKEND_TARGET[backend], cache, log)
+            manifest = load_manifest(build)
+            rss0 = rss_bytes()
+            pipe = Pipeline(build, backend=backend, manifest=manifest)
+            rss1 = rss_bytes()
+            label = f"{backend}:{manifest['plan']['name']}"
+            runs[label] = (pipe, True)
+            loaded[label] = (build, manifest, None if rss0 is None else rss1 - rss0)
+            if manifest["plan"]["name"] == "dense":
+                runs[f"{backend}:text-only"] = (pipe, False)
+    first = next(iter(runs.values()))[0]
+    before, pixels, after = conversation(first, args.prompt_tokens)
+    if len(before) + len(after) + args.new_tokens > first.capacity:
+        raise BuildError(f"{len(before)} + {len(after)} + {args.new_tokens} tokens exceed the KV capacity "
+                         f"{first.capacity}; raise --max-seq-len")
+    timings = measure(runs, before, pixels, after, args.new_tokens, args.repeats, log)
+    for label, (build, manifest, grown) in loaded.items():
+        backend = label.split(":")[0]
+        floor = timings.get(f"{backend}:text-only", {}).get("prefill_s", {}).get("median")
+        rows.append({"backend": backend, "plan": manifest["plan"]["name"], "build": str(build),
+                     "vision_tokens": manifest["kv"]["vision_tokens"], "timings": timings[label],
+                     "text_only_prefill_s": floor, "load_rss_bytes": grown,
+                     "graph_bytes": sum((build / f).stat().st_size for f in manifest["graphs"]["files"]
+                                        if (build / f).is_file()),
+                     "cost": cost_of(build, manifest, len(before), len(after), args.new_tokens)})
+    ratios(rows)
+    log("[bench] roofline: GEMM peak per backend and memory bandwidth ...")
+    peaks = {b: gemm_rate(b) for b in args.backends}
+    bandwidth = memory_bandwidth()
+    roofline(rows, peaks, bandwidth)
+    return {"model": model, "image_size": args.image_size, "prefix_tokens": len(before),
+            "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "repeats": args.repeats,
+            "max_seq_len": max_seq_len, "machine": machine(), "gemm_flops_per_s": peaks,
+            "memory_bytes_per_s": bandwidth, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "results": rows}
+
+
+def machine() -> dict:
+    import os
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--preset", help="preset name (random weights)")
+    what.add_argument("--model", help="checkpoint directory")
+    ap.add_argument("--image-size", type=int, default=None, help="input image side (default: the model's)")
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity (default: what the run needs)")
+    ap.add_argument("--plans", default="dense", help="comma-separated: dense and/or plan JSON files")
+    ap.add_argument("--backends", default="executorch,onnxruntime", help="comma-separated: executorch, onnxruntime, torch")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cache", default=str(REPO / "build" / "bench"), help="build cache directory")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    args.plans = [p for p in args.plans.split(",") if p]
+    args.backends = [b for b in args.backends.split(",") if b]
+    return ap, args
+
+
+def main(argv=None) -> int:
+    ap, args = parse_args(argv)
+    bad = [b for b in args.backends if b not in BACKEND_TARGET]
+    if bad or not args.backends:
+        ap.error(f"unknown backends {bad}; valid: {', '.join(BACKEND_TARGET)}")
+    if "dense" not in args.plans:
+        args.plans.insert(0, "dense")  # every ratio is against dense
+    if args.repeats < 1 or args.prompt_tokens < 1 or args.new_tokens < 2:
+        ap.error("--repeats >= 1, --prompt-tokens >= 1 and --new-tokens >= 2")
+    if args.image_size is None:
+        from models.checkpoint import load_config
+        from models.config import preset
+
+        args.image_size = (preset(args.preset) if args.preset else load_config(args.model)).vision.image_size
+    try:
+        result = run(args)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print(f"{result['model']} at {result['image_size']} px, {result['prefix_tokens']} + {result['prompt_tokens']} "
+          f"prompt tokens, {result['new_tokens']} new tokens, medians of {result['repeats']}; {result['machine']['cpu']}")
+    print(table(result["results"]))
+    print("GEMM peak: " + ", ".join(f"{b} {v / 1e9:.0f} GFLOP/s" for b, v in result["gemm_flops_per_s"].items())
+          + f"; memory bandwidth {result['memory_bytes_per_s'] / 1e9:.1f} GB/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""runtime/bench.py smoke run on the tiny preset: the JSON is complete and every ratio comes from the timings."""
+
+import json
+
+import pytest
+
+from runtime.bench import main
+
+PLAN = {"name": "cross-exit", "layers": {"0": "full", "1-2": "cross", "3": "exit"}}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    plan = tmp / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    argv = ["--preset", "fastvlm-tiny", "--plans", f"dense,{plan}", "--backends", "onnxruntime",
+            "--prompt-tokens", "8", "--new-tokens", "4", "--repeats", "2", "--cache", str(tmp / "cache"),
+            "--json", str(tmp / "results.json")]
+    assert main(argv) == 0
+    return tmp, argv, json.loads((tmp / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_every_run_is_measured_with_median_min_max(bench):
+    _, _, result = bench
+    assert [(r["backend"], r["plan"]) for r in result["results"]] == [("onnxruntime", "dense"),
+                                                                      ("onnxruntime", "cross-exit")]
+    for r in result["results"]:
+        for metric in ("image_encode_s", "prefill_s", "ttft_s", "decode_tok_s"):
+            t = r["timings"][metric]
+            assert 0 < t["min"] <= t["median"] <= t["max"], (metric, t)
+        assert r["graph_bytes"] > 0 and r["cost"]["prefill_flops"] > 0 and r["text_only_prefill_s"] > 0
+    assert result["gemm_flops_per_s"]["onnxruntime"] > 1e8 and result["memory_bytes_per_s"] > 1e8
+    assert result["prefix_tokens"] > 0 and result["prompt_tokens"] == 8 and result["new_tokens"] == 4
+
+
+@pytest.mark.slow
+def test_ratios_and_roofline_come_from_the_timings(bench):
+    _, _, result = bench
+    dense, plan = result["results"]
+    med = {k: {m: r["timings"][m]["median"] for m in r["timings"]} for k, r in (("d", dense), ("p", plan))}
+    v = plan["vs_dense"]
+    assert v["prefill_speedup"] == pytest.approx(med["d"]["prefill_s"] / med["p"]["prefill_s"])
+    assert v["ttft_speedup"] == pytest.approx(med["d"]["ttft_s"] / med["p"]["ttft_s"])
+    floor = plan["text_only_prefill_s"]
+    if med["d"]["prefill_s"] > floor:
+        assert v["vision_prefill_time_removed"] == pytest.approx(
+            (med["d"]["prefill_s"] - med["p"]["prefill_s"]) / (med["d"]["prefill_s"] - floor))
+    assert v["kv_ratio"] == pytest.approx(plan["cost"]["kv_bytes_static"] / dense["cost"]["kv_bytes_static"])
+    assert v["kv_ratio"] < 1  # layer 3 exits: it stores no vision K/V
+    roof = plan["roofline"]
+    assert roof["prefill_of_gemm_peak"] == pytest.approx(
+        plan["cost"]["prefill_flops"] / med["p"]["prefill_s"] / result["gemm_flops_per_s"]["onnxruntime"])
+    assert plan["cost"]["prefill_flops"] < dense["cost"]["prefill_flops"]
+
+
+@pytest.mark.slow
+def test_builds_are_cached_by_content(bench, capsys):
+    tmp, argv, _ = bench
+    before = sorted(p.name for p in (tmp / "cache").iterdir())
+    assert len(before) == 2
+    assert main(argv) == 0
+    assert "[bench] building" not in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp / "cache").iterdir()) == before
+
+
+def test_a_plan_that_does_not_fit_fails_before_any_build(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"layers": {"7": "exit"}}))
+    code = main(["--preset", "fastvlm-tiny", "--plans", str(plan), "--backends", "onnxruntime",
+                 "--cache", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "layer" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unknown_backend_is_refused(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--preset", "fastvlm-tiny", "--backends", "tensorrt", "--cache", str(tmp_path)])
+    assert e.value.code == 2
