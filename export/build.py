@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: the repo root, not export/, go
 from export import artifacts  # noqa: E402
 
 TARGETS = ("executorch", "onnx", "coreml")
+QUANT_TARGET = {"int8": "onnx"}  # the target each quantization scheme is built for
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,6 +48,9 @@ def parse_args(argv):
                     help="with --plan auto: calibration questions, and as many test questions for its report")
     ap.add_argument("--dtype", default=None, choices=("fp32", "fp16"),
                     help="compute dtype (default: fp16 for coreml, fp32 otherwise; fp16 is built for coreml only)")
+    ap.add_argument("--quant", default="none", choices=("none",) + tuple(QUANT_TARGET),
+                    help="weight quantization: int8 (onnx, onnxruntime dynamic); not held to the fp32 parity floor, "
+                         "judged by fidelity floors instead (runtime/parity.py)")
     ap.add_argument("--image-size", type=int, default=None, help="input image side in pixels")
     ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity in tokens")
     ap.add_argument("--out", default="build", help="directory that receives build/<name>/ (default: build)")
@@ -81,6 +85,7 @@ def build_one(target: str, args, loaded) -> Path:
 
     vlm, source, tokenizer_path, layout = loaded.vlm, loaded.source, loaded.tokenizer, loaded.layout
     name = f"{model_name(source)}-{vlm.plan.name}-{target}" + ("-fp32" if target == "coreml" and args.dtype == "fp32" else "")
+    name += f"-{args.quant}" if args.quant != "none" else ""
     final = Path(args.out) / name
     tmp = Path(args.out) / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -109,9 +114,11 @@ def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
     info = {"stop_ids": list(tok.stop_ids) or [0], "bos_id": 0}
     graph_vlm = artifacts_layout_model(vlm, layout)
     kwargs = {"compute_precision": args.dtype} if target == "coreml" else {}
+    if args.quant != "none":
+        kwargs["quant"] = args.quant
     built = st.run(f"export {target}", target_module(target).build, graph_vlm, layout, tmp, info, st.log, **kwargs)
     manifest = artifacts.manifest(name, target, args.dtype, vlm, layout, str(loaded.source), built,
-                                  list(tok.stop_ids), args.skip_parity)
+                                  list(tok.stop_ids), args.skip_parity, args.quant)
     if built.get("checks"):
         manifest["checks"] = built["checks"]
     images = artifacts.golden_images(tmp, vlm.cfg.vision.image_size)
@@ -194,6 +201,9 @@ def main(argv=None) -> int:
     targets = TARGETS if args.target == "all" else (args.target,)
     if args.dtype == "fp16" and targets != ("coreml",):
         print("error: --dtype fp16 is built for the coreml target only", file=sys.stderr)
+        return 2
+    if args.quant != "none" and targets != (QUANT_TARGET[args.quant],):
+        print(f"error: --quant {args.quant} is built for the {QUANT_TARGET[args.quant]} target only", file=sys.stderr)
         return 2
     if args.plan == "auto":
         try:

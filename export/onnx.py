@@ -49,7 +49,7 @@ def touched_states(vlm: VLM, name: str, module: nn.Module) -> list[str]:
     return [n for n in names if vlm.plan.keep_topk is not None or not n.endswith("topk_keep")]
 
 
-def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log) -> dict:
+def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant: str = "none") -> dict:
     from torch.export import Dim, export
 
     cfg = vlm.cfg
@@ -71,6 +71,8 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log) -> di
             path = out_dir / f"{name}.onnx"
             torch.onnx.export(ep, args, str(path), dynamo=True, input_names=names_in, output_names=names_out,
                               external_data=False, verbose=False)
+        if quant == "int8":
+            quantize_int8(path)
         files.append(path.name)
         kept = onnx_input_names(path)  # the exporter drops inputs a graph never reads
         state_specs = [{"name": s, "shape": list(buffers[s].shape), "dtype": "float32"} for s in states if s in kept]
@@ -78,6 +80,24 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log) -> di
         log(f"{name}: {path.stat().st_size / 1e6:.2f} MB")
     vlm.decoder.reset()
     return {"files": files, "methods": methods, "timings": {"export_s": time.perf_counter() - t0}}
+
+
+def quantize_int8(path: Path) -> None:
+    """onnxruntime dynamic quantization in place: int8 weights (per channel) of MatMul/Gemm, activations
+    quantized on the fly; the embedding table (Gather) stays fp32."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_name(path.stem + ".int8.onnx")
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # its advice to pre-process is printed per graph
+    try:
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        root.level = level
+    tmp.replace(path)
 
 
 def onnx_input_names(path: Path) -> set[str]:

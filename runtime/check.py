@@ -87,4 +87,4 @@ def check_build(build_dir: Path, backend: str | None = None, manifest: dict | No
     pipe = Pipeline(build_dir, backend=out, manifest=manifest)
     match = all(pipe.generate(build_dir / c["image"], c["prompt"], max_new_tokens=len(c["ids"])).ids == c["ids"]
                 for c in golden["cases"])
-    return judge(stages, match, manifest["dtype"])
+    return judge(stages, match, manifest["dtype"], manifest.get("quant", "none"))

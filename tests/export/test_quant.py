@@ -1,0 +1,59 @@
+"""Quantized builds: ONNX int8 (onnxruntime dynamic), judged by fidelity floors instead of the fp32 parity floor."""
+
+import json
+
+import pytest
+
+from export.build import main as build_main
+from export.random_model import RANDOM_MODEL_DIR
+from runtime.parity import QUANT_COSINE_FLOOR, judge
+from runtime.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def int8_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quant")
+    assert build_main(["--target", "onnx", "--model", str(RANDOM_MODEL_DIR), "--plan", "dense", "--quant", "int8",
+                       "--out", str(out)]) == 0
+    return out / "foveate-tiny-random-dense-onnx-int8"
+
+
+@pytest.mark.slow
+def test_int8_build_is_smaller_and_keeps_fidelity(int8_build, builds):
+    fp32 = builds.get("onnx", "dense")
+    manifest = json.loads((int8_build / "manifest.json").read_text())
+    assert manifest["quant"] == "int8" and json.loads((fp32 / "manifest.json").read_text())["quant"] == "none"
+    size = {d: {f: (d / f).stat().st_size for f in manifest["graphs"]["files"]} for d in (fp32, int8_build)}
+    # int8 weights are a quarter of fp32; the tied embedding table used by the LM head stays fp32 beside them
+    assert size[int8_build]["text_decoder.onnx"] < 0.6 * size[fp32]["text_decoder.onnx"]
+    report = json.loads((int8_build / "parity.json").read_text())
+    assert report["passed"] and report["quant"] == "int8"
+    assert all(m["cosine"] >= QUANT_COSINE_FLOOR for m in report["stages"].values())
+    assert min(m["psnr_db"] for m in report["stages"].values()) < 100  # really quantized: not bit-exact
+
+
+@pytest.mark.slow
+def test_int8_build_answers_like_the_fp32_build(int8_build, builds):
+    fp32 = Pipeline(builds.get("onnx", "dense"))
+    int8 = Pipeline(int8_build)
+    image = int8_build / "golden" / "case0.png"
+    a = fp32.generate(image, "What colour is the square?", max_new_tokens=6)
+    b = int8.generate(image, "What colour is the square?", max_new_tokens=6)
+    assert a.ids[0] == b.ids[0]
+
+
+def test_quantized_graphs_are_judged_by_cosine():
+    good = {"prefill_logits": {"cosine": 0.9995, "psnr_db": 41.0, "max_abs": 0.1}}
+    bad = {"prefill_logits": {"cosine": 0.70, "psnr_db": 8.0, "max_abs": 3.0}}
+    assert judge(good, False, "fp32", "int8")["passed"]  # greedy tokens may differ under quantization
+    assert not judge(good, True, "fp32")["passed"]  # 41 dB misses the fp32 export floor
+    failed = judge(bad, True, "fp32", "int8")
+    assert not failed["passed"] and "cosine 0.7000" in failed["failures"][0]
+
+
+@pytest.mark.parametrize("target", ["executorch", "all"])
+def test_int8_is_for_the_onnx_target(tmp_path, capsys, target):
+    assert build_main(["--target", target, "--model", str(RANDOM_MODEL_DIR), "--quant", "int8",
+                       "--out", str(tmp_path)]) == 2
+    assert "onnx target only" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
