@@ -225,6 +225,7 @@ class Options:
     budget: Budget = field(default_factory=Budget)
     name: str = "auto"
     progress: bool = True
+    threads: int = 1  # torch threads while calibrating: its ops are tiny, and a second thread only adds overhead
 
 
 def questions(split: str, n: int):
@@ -239,6 +240,15 @@ def calibrate(vlm: VLM, tokenizer, opts: Options) -> dict:
         raise ValueError("calibration never uses the test split (it is held out for reporting)")
     if not vlm.plan.is_dense:
         raise ValueError(f"calibrate the dense model, not plan {vlm.plan.name!r}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(opts.threads)
+    try:
+        return _calibrate(vlm, tokenizer, opts)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _calibrate(vlm: VLM, tokenizer, opts: Options) -> dict:
     t0 = time.perf_counter()
     items = prepare(vlm, tokenizer, questions(opts.split, opts.n), opts.progress)
     traces = [trace(vlm, i.prefix, i.vision, i.after, i.answer)
@@ -327,12 +337,13 @@ def parse_args(argv):
     ap.add_argument("--objective", default="graph", choices=("graph", "ideal"),
                     help="FLOPs to minimise: what the static graphs run (default) or the seeds' ideal count")
     ap.add_argument("--name", default="auto", help="the plan's name (default: auto)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; the ops are tiny)")
     return ap.parse_args(argv)
 
 
 def options_from(args) -> Options:
     return Options(split=args.split, n=args.n, test_n=args.test_n, objective=args.objective, name=args.name,
+                   threads=args.threads,
                    budget=Budget(args.max_accuracy_drop, args.max_hard_drop, args.min_top1_agreement, args.max_kl))
 
 
@@ -341,6 +352,8 @@ def check_args(args) -> str | None:
         return "--n must be at least 2 (one easy and one hard question)"
     if args.test_n < 0:
         return "--test-n must be 0 or more"
+    if args.threads < 1:
+        return "--threads must be at least 1"
     if args.max_accuracy_drop < 0 or args.max_hard_drop < 0:
         return "accuracy drops are points >= 0"
     if args.min_top1_agreement is not None and not 0 <= args.min_top1_agreement <= 1:
@@ -354,8 +367,6 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = Path(args.out)
     report = Path(args.report) if args.report else out.with_name(out.stem + "-report")
     try:

@@ -65,13 +65,31 @@ def constant_methods(vlm: VLM, layout: str, tokenizer_info: dict) -> dict:
             "get_bos_id": tokenizer_info.get("bos_id", 0), "get_eos_ids": tokenizer_info["stop_ids"]}
 
 
-def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log) -> dict:
+def quantize_8da4w(vlm: VLM, group_size: int = 32) -> VLM:
+    """A copy of the model whose decoder linear layers are torchao 8da4w: int8 activations quantized on
+    the fly, int4 weights in groups of `group_size` along the input dimension (layers whose width is not a
+    multiple stay fp32). The vision encoder, the projector and the tied embedding / LM head stay fp32."""
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    vlm = copy.deepcopy(vlm)
+    quantize_(vlm.decoder, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                                 weight_granularity=PerGroup(group_size)),
+              filter_fn=lambda m, _: isinstance(m, torch.nn.Linear) and m.in_features % group_size == 0)
+    return vlm
+
+
+def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant: str = "none") -> dict:
     """Export, lower and save. Returns {"files": [...], "timings": {...}}."""
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
     t0 = time.perf_counter()
+    if quant == "8da4w":
+        vlm = quantize_8da4w(vlm)
     programs = export_programs(vlm, layout)
     t1 = time.perf_counter()
     log(f"torch.export of {len(programs)} methods: {t1 - t0:.1f} s")

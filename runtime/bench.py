@@ -2,7 +2,7 @@
 
     python -m runtime.bench --preset fastvlm-0.5b --image-size 1024 --prompt-tokens 32 --new-tokens 32 \
         --plans dense,plans/example-fastvlm-0.5b.json --backends executorch,onnxruntime --json results.json
-    python -m runtime.bench --preset fastvlm-tiny --plans dense,plans/tiny/cross.json --backends onnxruntime,torch
+    python -m runtime.bench --preset fastvlm-tiny --plans dense,PLAN.json --backends onnxruntime,torch
 
 Builds come from export/build.py and are cached under --cache by a hash of what defines them (model,
 plan, sizes, target, and the source of models/ and export/). The conversation is synthetic and the
@@ -150,10 +150,11 @@ def _gemm_runner(backend: str, x: np.ndarray):
     from executorch.exir import to_edge_transform_and_lower
     from executorch.runtime import Runtime
 
-    program = to_edge_transform_and_lower(torch.export.export(linear, (xt,)),
-                                          partitioner=[XnnpackPartitioner()]).to_executorch()
-    method = Runtime.get().load_program(program.buffer).load_method("forward")
-    return lambda: method.execute([xt])
+    buffer = to_edge_transform_and_lower(torch.export.export(linear, (xt,)),
+                                         partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    program = Runtime.get().load_program(buffer)  # reads `buffer` in place: keep both alive with the method
+    method = program.load_method("forward")
+    return lambda: (buffer, program, method.execute([xt]))[-1]
 
 
 def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
@@ -185,17 +186,47 @@ def cost_of(build: Path, manifest: dict, prefix_tokens: int, prompt_tokens: int,
             "decode_bytes_per_token": c.decoder_param_bytes + c.kv_bytes_filled}
 
 
-def measure(runs: dict, before, pixels, after, new_tokens: int, repeats: int, log=print) -> dict:
-    """runs {label: (pipeline, with_image)} -> {label: {metric: stats}}, interleaved A B A B ..."""
-    samples = {label: {m: [] for m in METRICS} for label in runs}
+def measure(runs: dict, repeats: int, log=print) -> dict:
+    """runs {label: fn() -> timings} -> {label: {metric: stats}}, interleaved A B A B ..."""
+    samples = {label: {} for label in runs}
     for r in range(repeats + 1):  # the first round warms up and is not kept
-        for label, (pipe, with_image) in runs.items():
-            _, timings, _ = pipe.run_ids(before, pixels if with_image else None, after, new_tokens, stop_ids=())
+        for label, fn in runs.items():
+            timings = fn()
             if r:
-                for m in METRICS:
-                    samples[label][m].append(timings.get(m, 0.0))
+                for m, v in timings.items():
+                    samples[label].setdefault(m, []).append(v)
         log(f"[bench] round {r}/{repeats}" + (" (warm-up)" if r == 0 else ""))
-    return {label: {m: stats(v) for m, v in s.items()} for label, s in samples.items()}
+    return {label: {m: stats(v) for m, v in s.items() if m in METRICS} for label, s in samples.items()}
+
+
+def ours(pipe, before, pixels, after, new_tokens: int):
+    """foveate's runtime on one build: the conversation with exactly new_tokens decode steps."""
+    return lambda: {m: v for m, v in pipe.run_ids(before, pixels, after, new_tokens, stop_ids=())[1].items()
+                    if m in METRICS}
+
+
+def stock_runner(build: Path, manifest: dict, before, pixels, after, new_tokens: int):
+    """ExecuTorch's own MultimodalRunner on a dense (shared-layout) .pte, as TOOLCHAIN.md describes:
+    time to first token and decode rate from its Stats (it stops at an EOS id; rates are per token)."""
+    import torch
+    from executorch.extension.llm.runner import (GenerationConfig, MultimodalRunner, make_image_input,
+                                                 make_token_input)
+
+    runner = MultimodalRunner(str(build / manifest["graphs"]["files"][0]), str(build / manifest["tokenizer"]))
+    inputs = [make_token_input(list(before)), make_image_input(torch.from_numpy(pixels)),
+              make_token_input(list(after))]
+    config = GenerationConfig(max_new_tokens=new_tokens, temperature=0.0, echo=False)
+
+    def run():
+        got = []
+        runner.reset()
+        runner.generate(inputs, config, token_callback=lambda _: None, stats_callback=got.append)
+        s = got[-1]
+        decode_ms = s.inference_end_ms - s.first_token_ms
+        return {"ttft_s": (s.first_token_ms - s.inference_start_ms) / 1e3,
+                "decode_tok_s": (s.num_generated_tokens - 1) / decode_ms * 1e3 if decode_ms > 0 else 0.0}
+
+    return run
 
 
 def ratios(results: list[dict]) -> None:
@@ -252,7 +283,7 @@ def run(args, log=print) -> dict:
     cache = Path(args.cache)
     room = 48  # the template's text before the image, and the build's parity prompt (checked below)
     max_seq_len = args.max_seq_len or -(-(room + args.prompt_tokens + args.new_tokens) // 32) * 32
-    runs, rows, loaded = {}, [], {}
+    runs, rows, loaded, pipes = {}, [], {}, {}
     _check_plans(model, args.plans, args.image_size, max_seq_len)
     for backend in args.backends:
         for plan_spec in args.plans:
@@ -262,16 +293,22 @@ def run(args, log=print) -> dict:
             pipe = Pipeline(build, backend=backend, manifest=manifest)
             rss1 = rss_bytes()
             label = f"{backend}:{manifest['plan']['name']}"
-            runs[label] = (pipe, True)
+            pipes[label] = pipe
             loaded[label] = (build, manifest, None if rss0 is None else rss1 - rss0)
-            if manifest["plan"]["name"] == "dense":
-                runs[f"{backend}:text-only"] = (pipe, False)
-    first = next(iter(runs.values()))[0]
+    first = next(iter(pipes.values()))
     before, pixels, after = conversation(first, args.prompt_tokens)
     if len(before) + len(after) + args.new_tokens > first.capacity:
         raise BuildError(f"{len(before)} + {len(after)} + {args.new_tokens} tokens exceed the KV capacity "
                          f"{first.capacity}; raise --max-seq-len")
-    timings = measure(runs, before, pixels, after, args.new_tokens, args.repeats, log)
+    for label, pipe in pipes.items():
+        runs[label] = ours(pipe, before, pixels, after, args.new_tokens)
+        backend, plan = label.split(":")
+        if plan == "dense":
+            runs[f"{backend}:text-only"] = ours(pipe, before, None, after, args.new_tokens)
+            if backend == "executorch" and args.stock_runner:
+                build, manifest, _ = loaded[label]
+                runs["executorch:stock-runner"] = stock_runner(build, manifest, before, pixels, after, args.new_tokens)
+    timings = measure(runs, args.repeats, log)
     for label, (build, manifest, grown) in loaded.items():
         backend = label.split(":")[0]
         floor = timings.get(f"{backend}:text-only", {}).get("prefill_s", {}).get("median")
@@ -282,6 +319,12 @@ def run(args, log=print) -> dict:
                                         if (build / f).is_file()),
                      "cost": cost_of(build, manifest, len(before), len(after), args.new_tokens)})
     ratios(rows)
+    anchor = None
+    if "executorch:stock-runner" in timings:
+        stock = timings["executorch:stock-runner"]
+        mine = timings["executorch:dense"]
+        anchor = {"timings": stock, "ours_ttft_over_stock": mine["ttft_s"]["median"] / stock["ttft_s"]["median"],
+                  "ours_decode_over_stock": mine["decode_tok_s"]["median"] / stock["decode_tok_s"]["median"]}
     log("[bench] roofline: GEMM peak per backend and memory bandwidth ...")
     peaks = {b: gemm_rate(b) for b in args.backends}
     bandwidth = memory_bandwidth()
@@ -289,7 +332,7 @@ def run(args, log=print) -> dict:
     return {"model": model, "image_size": args.image_size, "prefix_tokens": len(before),
             "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "repeats": args.repeats,
             "max_seq_len": max_seq_len, "machine": machine(), "gemm_flops_per_s": peaks,
-            "memory_bytes_per_s": bandwidth, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "memory_bytes_per_s": bandwidth, "stock_runner": anchor, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "results": rows}
 
 
@@ -315,6 +358,8 @@ def parse_args(argv):
     ap.add_argument("--plans", default="dense", help="comma-separated: dense and/or plan JSON files")
     ap.add_argument("--backends", default="executorch,onnxruntime", help="comma-separated: executorch, onnxruntime, torch")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-stock-runner", dest="stock_runner", action="store_false",
+                    help="do not time ExecuTorch's MultimodalRunner on the dense .pte")
     ap.add_argument("--cache", default=str(REPO / "build" / "bench"), help="build cache directory")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
@@ -350,6 +395,11 @@ def main(argv=None) -> int:
     print(table(result["results"]))
     print("GEMM peak: " + ", ".join(f"{b} {v / 1e9:.0f} GFLOP/s" for b, v in result["gemm_flops_per_s"].items())
           + f"; memory bandwidth {result['memory_bytes_per_s'] / 1e9:.1f} GB/s")
+    a = result["stock_runner"]
+    if a:
+        print(f"ExecuTorch MultimodalRunner on the dense .pte: TTFT {a['timings']['ttft_s']['median'] * 1e3:.1f} ms, "
+              f"decode {a['timings']['decode_tok_s']['median']:.1f} tok/s; foveate's runtime / stock: TTFT "
+              f"{a['ours_ttft_over_stock']:.2f}x, decode rate {a['ours_decode_over_stock']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

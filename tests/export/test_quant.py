@@ -57,3 +57,25 @@ def test_int8_is_for_the_onnx_target(tmp_path, capsys, target):
                        "--out", str(tmp_path)]) == 2
     assert "onnx target only" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_8da4w_executorch_build_of_the_trained_model(tmp_path):
+    """torchao 8da4w on the decoder's linears, lowered to XNNPACK. On random weights int4 noise alone
+    puts the logits' cosine near 0.93 (no structure to preserve), so this runs on the trained model."""
+    from runtime.evaluate import run_build, run_model, scores
+
+    assert build_main(["--target", "executorch", "--quant", "8da4w", "--out", str(tmp_path)]) == 0
+    build = tmp_path / "foveate-tiny-default-executorch-8da4w"
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert manifest["quant"] == "8da4w"
+    report = json.loads((build / "parity.json").read_text())
+    assert report["passed"] and min(m["psnr_db"] for m in report["stages"].values()) < 100
+    from data.shapes import samples
+
+    items = samples("test", "all", 24)
+    quantized = run_build(build, items)
+    fp32 = run_model(build / manifest["weights"], manifest["plan"], items)
+    agree = sum(a == b for a, b in zip(quantized.answers, fp32.answers)) / len(items)
+    assert agree >= 0.9, agree
+    assert scores(quantized, items, fp32)["top1_agreement"] >= 0.9
