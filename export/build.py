@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: the repo root, not export/, go
 from export import artifacts  # noqa: E402
 
 TARGETS = ("executorch", "onnx", "coreml")
-QUANT_TARGET = {"int8": "onnx", "8da4w": "executorch"}  # the target each quantization scheme is built for
+QUANT_TARGET = {"int8": "onnx", "8da4w": "executorch", "int4": "coreml"}  # the target each quantization scheme is built for
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,7 +49,8 @@ def parse_args(argv):
     ap.add_argument("--dtype", default=None, choices=("fp32", "fp16"),
                     help="compute dtype (default: fp16 for coreml, fp32 otherwise; fp16 is built for coreml only)")
     ap.add_argument("--quant", default="none", choices=("none",) + tuple(QUANT_TARGET),
-                    help="weight quantization: int8 (onnx, onnxruntime dynamic), 8da4w (executorch, torchao); not held to the fp32 parity floor, "
+                    help="weight quantization: int8 (onnx, onnxruntime dynamic), 8da4w (executorch, torchao), int4 "
+                         "(coreml, coremltools blockwise); not held to the fp32 parity floor, "
                          "judged by fidelity floors instead (runtime/parity.py)")
     ap.add_argument("--image-size", type=int, default=None, help="input image side in pixels")
     ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity in tokens")

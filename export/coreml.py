@@ -472,7 +472,18 @@ def compare_stages(ref: dict, got: dict) -> dict:
 
 # ---------------------------------------------------------------- the target
 
-def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, compute_precision: str = "fp16") -> dict:
+def quantize_int4(mlm, ct, block_size: int = 32):
+    """Weights of the converted program to int4, symmetric, one scale per block of `block_size` input
+    channels (iOS 18 `constexpr_blockwise_shift_scale`); compute stays in the build's precision."""
+    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
+
+    config = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
+                                     block_size=block_size, weight_threshold=512)
+    return linear_quantize_weights(mlm, OptimizationConfig(global_config=config))
+
+
+def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, compute_precision: str = "fp16",
+          quant: str = "none") -> dict:
     """Trace, convert, save, check. Returns {"files", "timings", "methods", "checks"}."""
     import coremltools as ct
 
@@ -494,6 +505,8 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, compu
                 mlm = convert(program, decl[name], compute_precision, ct)
         except Exception as e:
             raise ValueError(f"Core ML {name}: coremltools could not convert it: {type(e).__name__}: {e}") from e
+        if quant == "int4":
+            mlm = quantize_int4(mlm, ct)
         mlm.short_description = f"foveate {name} ({layout} KV layout, plan {vlm.plan.name})"
         mlm.user_defined_metadata.update({"foveate.method": name, "foveate.layout": layout,
                                           "foveate.plan": json.dumps(vlm.plan.to_dict())})
@@ -542,7 +555,7 @@ def linux_parity(manifest: dict) -> dict:
     checks = manifest.get("checks", {})
     device = checks.get("device_parity")
     if isinstance(device, dict):
-        return judge(device["stages"], device["tokens_match"], manifest.get("dtype", "fp16"))
+        return judge(device["stages"], device["tokens_match"], manifest.get("dtype", "fp16"), manifest.get("quant", "none"))
     traced = checks["traced_vs_eager"]
     report = judge(traced["stages"], traced["tokens_match"], "fp32")
     report.update(status="pending" if report["passed"] else "failed", device_parity=device,

@@ -79,3 +79,29 @@ def test_8da4w_executorch_build_of_the_trained_model(tmp_path):
     agree = sum(a == b for a, b in zip(quantized.answers, fp32.answers)) / len(items)
     assert agree >= 0.9, agree
     assert scores(quantized, items, fp32)["top1_agreement"] >= 0.9
+
+
+def _op_counts(mlpackage):
+    import collections
+
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(mlpackage), skip_model_load=True).get_spec()
+    return collections.Counter(op.type for f in spec.mlProgram.functions.values()
+                               for block in f.block_specializations.values() for op in block.operations)
+
+
+@pytest.mark.slow
+def test_int4_coreml_build_stores_every_linear_weight_in_int4(tmp_path, builds):
+    assert build_main(["--target", "coreml", "--model", str(RANDOM_MODEL_DIR), "--plan", "dense", "--quant", "int4",
+                       "--out", str(tmp_path)]) == 0
+    build = tmp_path / "foveate-tiny-random-dense-coreml-int4"
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert manifest["quant"] == "int4" and manifest["dtype"] == "fp16"
+    ops = _op_counts(build / "text_decoder.mlpackage")
+    assert ops["linear"] > 0 and ops["constexpr_blockwise_shift_scale"] == ops["linear"]
+    fp16 = builds.get("coreml", "dense")
+    assert "constexpr_blockwise_shift_scale" not in _op_counts(fp16 / "text_decoder.mlpackage")
+    size = {d: sum(f.stat().st_size for f in (d / "text_decoder.mlpackage").rglob("*") if f.is_file())
+            for d in (build, fp16)}
+    assert size[build] < 0.6 * size[fp16]
