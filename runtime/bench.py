@@ -50,8 +50,9 @@ def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target:
 
 
 def ensure_build(model: str, plan_spec: str, image_size: int, max_seq_len: int, target: str, cache: Path,
-                 log=print) -> Path:
-    """The cached build directory, built first when absent."""
+                 log=print, quant: str = "none") -> Path:
+    """The cached build directory, built first when absent. A quantized build of a preset (random
+    weights) skips parity: the fidelity floor means nothing without trained weights (README)."""
     from export.build import main as build_main
     from export.load import LoadError, load
 
@@ -59,13 +60,15 @@ def ensure_build(model: str, plan_spec: str, image_size: int, max_seq_len: int, 
         plan = load(model, plan_spec, image_size, max_seq_len).vlm.plan.to_dict()
     except LoadError as e:
         raise BuildError(str(e)) from None
-    out = cache / build_key(model, plan, image_size, max_seq_len, target)
+    out = cache / build_key(model, plan, image_size, max_seq_len, target + ("" if quant == "none" else f"-{quant}"))
     built = [p for p in out.glob("*") if (p / "manifest.json").is_file()] if out.is_dir() else []
     if built:
         return built[0]
     log(f"[bench] building {target} with plan {plan['name']!r} into {out} ...")
     argv = ["--target", target, "--model", model, "--plan", plan_spec, "--image-size", str(image_size),
             "--max-seq-len", str(max_seq_len), "--out", str(out)]
+    if quant != "none":
+        argv += ["--quant", quant] + (["--skip-parity"] if not Path(model).is_dir() else [])
     code = build_main(argv)
     if code != 0:
         raise RuntimeError(f"python export/build.py {' '.join(argv)} failed (exit {code})")
@@ -285,14 +288,19 @@ def run(args, log=print) -> dict:
     max_seq_len = args.max_seq_len or -(-(room + args.prompt_tokens + args.new_tokens) // 32) * 32
     runs, rows, loaded, pipes = {}, [], {}, {}
     _check_plans(model, args.plans, args.image_size, max_seq_len)
+    from export.build import QUANT_TARGET
+
     for backend in args.backends:
-        for plan_spec in args.plans:
-            build = ensure_build(model, plan_spec, args.image_size, max_seq_len, BACKEND_TARGET[backend], cache, log)
+        quants = ["none"] + ([args.quant] if args.quant and QUANT_TARGET[args.quant] == BACKEND_TARGET[backend]
+                             and backend != "torch" else [])
+        for quant, plan_spec in ((q, p) for q in quants for p in args.plans):
+            build = ensure_build(model, plan_spec, args.image_size, max_seq_len, BACKEND_TARGET[backend], cache, log,
+                                 quant)
             manifest = load_manifest(build)
             rss0 = rss_bytes()
             pipe = Pipeline(build, backend=backend, manifest=manifest)
             rss1 = rss_bytes()
-            label = f"{backend}:{manifest['plan']['name']}"
+            label = f"{backend}:{manifest['plan']['name']}" + ("" if quant == "none" else f"+{quant}")
             pipes[label] = pipe
             loaded[label] = (build, manifest, None if rss0 is None else rss1 - rss0)
     first = next(iter(pipes.values()))
@@ -312,7 +320,8 @@ def run(args, log=print) -> dict:
     for label, (build, manifest, grown) in loaded.items():
         backend = label.split(":")[0]
         floor = timings.get(f"{backend}:text-only", {}).get("prefill_s", {}).get("median")
-        rows.append({"backend": backend, "plan": manifest["plan"]["name"], "build": str(build),
+        rows.append({"backend": backend, "plan": label.split(":", 1)[1], "quant": manifest.get("quant", "none"),
+                     "build": str(build),
                      "vision_tokens": manifest["kv"]["vision_tokens"], "timings": timings[label],
                      "text_only_prefill_s": floor, "load_rss_bytes": grown,
                      "graph_bytes": sum((build / f).stat().st_size for f in manifest["graphs"]["files"]
@@ -357,6 +366,8 @@ def parse_args(argv):
     ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity (default: what the run needs)")
     ap.add_argument("--plans", default="dense", help="comma-separated: dense and/or plan JSON files")
     ap.add_argument("--backends", default="executorch,onnxruntime", help="comma-separated: executorch, onnxruntime, torch")
+    ap.add_argument("--quant", default=None, choices=("int8", "8da4w", "int4"),
+                    help="also measure quantized builds of every plan on the backend of that scheme's target")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-stock-runner", dest="stock_runner", action="store_false",
                     help="do not time ExecuTorch's MultimodalRunner on the dense .pte")

@@ -15,7 +15,7 @@ def bench(tmp_path_factory):
     plan = tmp / "plan.json"
     plan.write_text(json.dumps(PLAN))
     argv = ["--preset", "fastvlm-tiny", "--plans", f"dense,{plan}", "--backends", "onnxruntime",
-            "--prompt-tokens", "8", "--new-tokens", "4", "--repeats", "2", "--cache", str(tmp / "cache"),
+            "--prompt-tokens", "8", "--new-tokens", "4", "--repeats", "2", "--quant", "int8", "--cache", str(tmp / "cache"),
             "--json", str(tmp / "results.json")]
     assert main(argv) == 0
     return tmp, argv, json.loads((tmp / "results.json").read_text())
@@ -24,8 +24,9 @@ def bench(tmp_path_factory):
 @pytest.mark.slow
 def test_every_run_is_measured_with_median_min_max(bench):
     _, _, result = bench
-    assert [(r["backend"], r["plan"]) for r in result["results"]] == [("onnxruntime", "dense"),
-                                                                      ("onnxruntime", "cross-exit")]
+    assert [(r["backend"], r["plan"], r["quant"]) for r in result["results"]] == [
+        ("onnxruntime", "dense", "none"), ("onnxruntime", "cross-exit", "none"),
+        ("onnxruntime", "dense+int8", "int8"), ("onnxruntime", "cross-exit+int8", "int8")]
     for r in result["results"]:
         for metric in ("image_encode_s", "prefill_s", "ttft_s", "decode_tok_s"):
             t = r["timings"][metric]
@@ -38,7 +39,10 @@ def test_every_run_is_measured_with_median_min_max(bench):
 @pytest.mark.slow
 def test_ratios_and_roofline_come_from_the_timings(bench):
     _, _, result = bench
-    dense, plan = result["results"]
+    dense, plan, dense_int8, _ = result["results"]
+    assert dense_int8["vs_dense"]["prefill_speedup"] == pytest.approx(
+        dense["timings"]["prefill_s"]["median"] / dense_int8["timings"]["prefill_s"]["median"])
+    assert dense_int8["graph_bytes"] < dense["graph_bytes"]
     med = {k: {m: r["timings"][m]["median"] for m in r["timings"]} for k, r in (("d", dense), ("p", plan))}
     v = plan["vs_dense"]
     assert v["prefill_speedup"] == pytest.approx(med["d"]["prefill_s"] / med["p"]["prefill_s"])
@@ -59,7 +63,7 @@ def test_ratios_and_roofline_come_from_the_timings(bench):
 def test_builds_are_cached_by_content(bench, capsys):
     tmp, argv, _ = bench
     before = sorted(p.name for p in (tmp / "cache").iterdir())
-    assert len(before) == 2
+    assert len(before) == 4  # dense and the plan, fp32 and int8
     assert main(argv) == 0
     assert "[bench] building" not in capsys.readouterr().out
     assert sorted(p.name for p in (tmp / "cache").iterdir()) == before
