@@ -19,6 +19,7 @@ from models.vlm import VLM
 from . import graphs
 
 STATE_SUFFIXES = ("_k", "_v", "topk_keep")
+EXTERNAL_DATA_BYTES = 1_500_000_000  # larger models keep weights beside the graph: a protobuf holds at most 2 GB
 
 
 def state_names(module: nn.Module) -> list[str]:
@@ -57,6 +58,10 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant
     seq = Dim("seq", min=1, max=capacity - 1)
     specs = graphs.methods(cfg, layout, cfg.decoder.hidden_size)
     files, methods, t0 = [], {}, time.perf_counter()
+    external = sum(p.numel() * p.element_size() for p in vlm.parameters()) > EXTERNAL_DATA_BYTES
+    if external and quant != "none":
+        raise ValueError(f"--quant {quant} of an ONNX graph with external weights (over "
+                         f"{EXTERNAL_DATA_BYTES / 1e9:.1f} GB) is not supported")
     for name, module in graphs.wrappers(vlm, layout).items():
         method, states = specs[name], touched_states(vlm, name, module)
         buffers = dict(module.named_buffers())
@@ -70,10 +75,10 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant
             names_out = [t.name for t in method.outputs] + [f"{s}.out" for s in states]
             path = out_dir / f"{name}.onnx"
             torch.onnx.export(ep, args, str(path), dynamo=True, input_names=names_in, output_names=names_out,
-                              external_data=False, verbose=False)
+                              external_data=external, verbose=False)
         if quant == "int8":
             quantize_int8(path)
-        files.append(path.name)
+        files += [path.name] + ([f"{path.name}.data"] if (out_dir / f"{path.name}.data").is_file() else [])
         kept = onnx_input_names(path)  # the exporter drops inputs a graph never reads
         state_specs = [{"name": s, "shape": list(buffers[s].shape), "dtype": "float32"} for s in states if s in kept]
         methods[name] = {"file": path.name, "states": state_specs}

@@ -105,3 +105,22 @@ def test_int4_coreml_build_stores_every_linear_weight_in_int4(tmp_path, builds):
     size = {d: sum(f.stat().st_size for f in (d / "text_decoder.mlpackage").rglob("*") if f.is_file())
             for d in (build, fp16)}
     assert size[build] < 0.6 * size[fp16]
+
+
+@pytest.mark.slow
+def test_large_onnx_graphs_keep_weights_beside_them(tmp_path, monkeypatch):
+    """Over EXTERNAL_DATA_BYTES the weights go to <graph>.onnx.data (a protobuf holds at most 2 GB); the
+    manifest lists those files and the build still passes parity. The tiny model stands in, threshold 0."""
+    import export.onnx
+
+    monkeypatch.setattr(export.onnx, "EXTERNAL_DATA_BYTES", 0)
+    assert build_main(["--target", "onnx", "--model", str(RANDOM_MODEL_DIR), "--plan", "dense",
+                       "--out", str(tmp_path)]) == 0
+    build = tmp_path / "foveate-tiny-random-dense-onnx"
+    manifest = json.loads((build / "manifest.json").read_text())
+    data = [f for f in manifest["graphs"]["files"] if f.endswith(".onnx.data")]
+    assert "text_decoder.onnx.data" in data and all((build / f).stat().st_size > 0 for f in data)
+    assert (build / "text_decoder.onnx").stat().st_size < (build / "text_decoder.onnx.data").stat().st_size
+    assert json.loads((build / "parity.json").read_text())["passed"]
+    assert build_main(["--target", "onnx", "--model", str(RANDOM_MODEL_DIR), "--plan", "dense", "--quant", "int8",
+                       "--out", str(tmp_path / "q")]) == 3
