@@ -54,7 +54,8 @@ def _heatmap(ax, data, xlabels, ylabels, title, fmt="{:.2f}", cmap="viridis", lo
     ax.set_title(title, fontsize=10)
     if fmt and data.size <= 64:
         for (i, j), v in np.ndenumerate(data):
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="w")
+            bright = im.norm(v) > 0.6  # dark text on the bright end of the colour map
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="k" if bright else "w")
     ax.figure.colorbar(im, ax=ax, fraction=0.046)
 
 
