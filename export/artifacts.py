@@ -22,7 +22,7 @@ GOLDEN_PROMPTS = ("What is in the image?", "Is there a red shape?")
 
 
 def manifest(name: str, target: str, dtype: str, vlm: VLM, layout: str, source: str, built: dict,
-             stop_ids: list[int], skip_parity: bool, quant: str = "none") -> dict:
+             stop_ids: list[int], skip_parity: bool, quant: str = "none", quant_vision: str = "none") -> dict:
     cfg: ModelConfig = vlm.cfg
     declared = graphs.methods(cfg, layout, cfg.decoder.hidden_size)
     methods = {}
@@ -37,6 +37,7 @@ def manifest(name: str, target: str, dtype: str, vlm: VLM, layout: str, source: 
         "target": target,
         "dtype": dtype,
         "quant": quant,
+        "quant_vision": quant_vision,
         "model": {"family": cfg.family, "source": source, "config": cfg.to_dict()},
         "weights": "weights",
         "plan": vlm.plan.to_dict(),

@@ -52,6 +52,8 @@ def parse_args(argv):
                     help="weight quantization: int8 (onnx, onnxruntime dynamic), 8da4w (executorch, torchao), int4 "
                          "(coreml, coremltools blockwise); not held to the fp32 parity floor, "
                          "judged by fidelity floors instead (runtime/parity.py)")
+    ap.add_argument("--quant-vision", default="none", choices=("none", "int8"),
+                    help="executorch: PT2E static int8 vision encoder (XNNPACK quantizer), calibrated on task images")
     ap.add_argument("--image-size", type=int, default=None, help="input image side in pixels")
     ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity in tokens")
     ap.add_argument("--out", default="build", help="directory that receives build/<name>/ (default: build)")
@@ -87,6 +89,7 @@ def build_one(target: str, args, loaded) -> Path:
     vlm, source, tokenizer_path, layout = loaded.vlm, loaded.source, loaded.tokenizer, loaded.layout
     name = f"{model_name(source)}-{vlm.plan.name}-{target}" + ("-fp32" if target == "coreml" and args.dtype == "fp32" else "")
     name += f"-{args.quant}" if args.quant != "none" else ""
+    name += f"-vision{args.quant_vision}" if args.quant_vision != "none" else ""
     final = Path(args.out) / name
     tmp = Path(args.out) / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -117,9 +120,11 @@ def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
     kwargs = {"compute_precision": args.dtype} if target == "coreml" else {}
     if args.quant != "none":
         kwargs["quant"] = args.quant
+    if args.quant_vision != "none":
+        kwargs["quant_vision"] = args.quant_vision
     built = st.run(f"export {target}", target_module(target).build, graph_vlm, layout, tmp, info, st.log, **kwargs)
     manifest = artifacts.manifest(name, target, args.dtype, vlm, layout, str(loaded.source), built,
-                                  list(tok.stop_ids), args.skip_parity, args.quant)
+                                  list(tok.stop_ids), args.skip_parity, args.quant, args.quant_vision)
     if built.get("checks"):
         manifest["checks"] = built["checks"]
     images = artifacts.golden_images(tmp, vlm.cfg.vision.image_size)
@@ -205,6 +210,9 @@ def main(argv=None) -> int:
         return 2
     if args.quant != "none" and targets != (QUANT_TARGET[args.quant],):
         print(f"error: --quant {args.quant} is built for the {QUANT_TARGET[args.quant]} target only", file=sys.stderr)
+        return 2
+    if args.quant_vision != "none" and targets != ("executorch",):
+        print("error: --quant-vision int8 is built for the executorch target only", file=sys.stderr)
         return 2
     if args.plan == "auto":
         try:

@@ -38,7 +38,34 @@ def _state_safe_partitioner():
     return StateSafeXnnpackPartitioner()
 
 
-def export_programs(vlm: VLM, layout: str) -> dict:
+def calibration_pixels(vlm: VLM, n: int = 16) -> list[torch.Tensor]:
+    """Images of the shapes task (training split), preprocessed as the runtime does: what the int8
+    vision encoder's activation ranges are calibrated on."""
+    from data.shapes import render, scene_questions
+    from runtime.image import preprocess
+
+    from .artifacts import image_section
+
+    spec = image_section(vlm.cfg)
+    return [torch.from_numpy(preprocess(render(scene_questions("train", i)[0]), spec)) for i in range(n)]
+
+
+def quantize_vision_int8(module: torch.nn.Module, example: tuple, calibration: list[torch.Tensor]):
+    """PT2E static int8 (XNNPACK quantizer: per-channel symmetric weights, per-tensor activations) of the
+    vision encoder method, activation ranges observed on `calibration` images; returns its program."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                           get_symmetric_quantization_config)
+    from torch.export import export
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    observed = prepare_pt2e(export(module, example, strict=False).module(), quantizer)
+    for pixels in calibration:
+        observed(pixels)
+    return export(convert_pt2e(observed), example, strict=False)
+
+
+def export_programs(vlm: VLM, layout: str, vision_int8: bool = False) -> dict:
     """torch.export every method of the layout (static shapes, a bounded dynamic chunk length)."""
     from torch.export import Dim, export
 
@@ -49,6 +76,9 @@ def export_programs(vlm: VLM, layout: str) -> dict:
     with torch.no_grad():
         for name, module in graphs.wrappers(vlm, layout).items():
             method = specs[name]
+            if name == "vision_encoder" and vision_int8:
+                programs[name] = quantize_vision_int8(module, graphs.example_inputs(method), calibration_pixels(vlm))
+                continue
             programs[name] = export(module, graphs.example_inputs(method), strict=False,
                                     dynamic_shapes=graphs.dynamic_shapes(method, seq))
     vlm.decoder.reset()  # export ran the wrappers on example inputs
@@ -81,7 +111,8 @@ def quantize_8da4w(vlm: VLM, group_size: int = 32) -> VLM:
     return vlm
 
 
-def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant: str = "none") -> dict:
+def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant: str = "none",
+          quant_vision: str = "none") -> dict:
     """Export, lower and save. Returns {"files": [...], "timings": {...}}."""
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
@@ -90,7 +121,7 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant
     t0 = time.perf_counter()
     if quant == "8da4w":
         vlm = quantize_8da4w(vlm)
-    programs = export_programs(vlm, layout)
+    programs = export_programs(vlm, layout, vision_int8=quant_vision == "int8")
     t1 = time.perf_counter()
     log(f"torch.export of {len(programs)} methods: {t1 - t0:.1f} s")
     edge = to_edge_transform_and_lower(

@@ -87,4 +87,7 @@ def check_build(build_dir: Path, backend: str | None = None, manifest: dict | No
     pipe = Pipeline(build_dir, backend=out, manifest=manifest)
     match = all(pipe.generate(build_dir / c["image"], c["prompt"], max_new_tokens=len(c["ids"])).ids == c["ids"]
                 for c in golden["cases"])
-    return judge(stages, match, manifest["dtype"], manifest.get("quant", "none"))
+    quant = manifest.get("quant", "none")
+    if manifest.get("quant_vision", "none") != "none":
+        quant = f"vision-{manifest['quant_vision']}" + ("" if quant == "none" else f"+{quant}")
+    return judge(stages, match, manifest["dtype"], quant)

@@ -124,3 +124,33 @@ def test_large_onnx_graphs_keep_weights_beside_them(tmp_path, monkeypatch):
     assert json.loads((build / "parity.json").read_text())["passed"]
     assert build_main(["--target", "onnx", "--model", str(RANDOM_MODEL_DIR), "--plan", "dense", "--quant", "int8",
                        "--out", str(tmp_path / "q")]) == 3
+
+
+def test_int8_vision_encoder_program_is_quantized_and_close():
+    """PT2E int8 of the trained model's vision encoder method, calibrated on task images: the program
+    carries quantize/dequantize pairs and its embeddings stay close to fp32 (the build's floor decides)."""
+    import torch
+
+    from export import graphs
+    from export.executorch import calibration_pixels, quantize_vision_int8
+    from export.load import SHIPPED_MODEL_DIR
+    from models.checkpoint import load_model
+
+    vlm = load_model(SHIPPED_MODEL_DIR).eval()
+    module = graphs.wrappers(vlm, "split")["vision_encoder"]
+    method = graphs.methods(vlm.cfg, "split", vlm.cfg.decoder.hidden_size)["vision_encoder"]
+    pixels = calibration_pixels(vlm, 6)
+    program = quantize_vision_int8(module, graphs.example_inputs(method), pixels[:4])
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert any("quantize_per_tensor" in t for t in targets) and any("dequantize_per_channel" in t for t in targets)
+    with torch.no_grad():
+        for x in pixels[4:]:  # images the ranges were not calibrated on
+            fp32, int8 = module(x).flatten(), program.module()(x).flatten()
+            assert not torch.equal(fp32, int8)
+            assert torch.nn.functional.cosine_similarity(fp32, int8, dim=0) > 0.9
+
+
+def test_int8_vision_is_for_executorch(tmp_path, capsys):
+    assert build_main(["--target", "onnx", "--model", str(RANDOM_MODEL_DIR), "--quant-vision", "int8",
+                       "--out", str(tmp_path)]) == 2
+    assert "executorch target only" in capsys.readouterr().err
