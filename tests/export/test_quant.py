@@ -75,7 +75,7 @@ def test_8da4w_executorch_build_of_the_trained_model(tmp_path):
 
     items = samples("test", "all", 24)
     quantized = run_build(build, items)
-    fp32 = run_model(build / manifest["weights"], manifest["plan"], items)
+    fp32 = run_model(build / manifest["weights"], manifest["plan"], items, tokenizer=build / manifest["tokenizer"])
     agree = sum(a == b for a, b in zip(quantized.answers, fp32.answers)) / len(items)
     assert agree >= 0.9, agree
     assert scores(quantized, items, fp32)["top1_agreement"] >= 0.9
