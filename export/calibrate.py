@@ -310,14 +310,9 @@ def write(result: dict, plan_path: Path, report_dir: Path | None) -> None:
 
 def load_for_calibration(model_dir: Path):
     """The dense model and its prompt tokenizer from a checkpoint directory."""
-    from models.checkpoint import load_model
-    from runtime.tokenizer import PromptTokenizer
+    from runtime.evaluate import model_and_tokenizer
 
-    vlm = load_model(model_dir, plan="dense").eval()
-    p = vlm.cfg.prompt
-    tok = PromptTokenizer(model_dir / "tokenizer.json", {"before_image": p.before_image, "after_image": p.after_image,
-                                                         "stop_tokens": p.stop_tokens})
-    return vlm, tok
+    return model_and_tokenizer(model_dir, "dense")
 
 
 def parse_args(argv):

@@ -51,17 +51,13 @@ def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target:
     return h.hexdigest()[:16]
 
 
-def ensure_build(model: str, plan_spec: str, image_size: int, max_seq_len: int, target: str, cache: Path,
-                 log=print, quant: str = "none") -> Path:
+def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_seq_len: int, target: str,
+                 cache: Path, log=print, quant: str = "none") -> Path:
     """The cached build directory, built first when absent. A quantized build of a preset (random
     weights) skips parity: the fidelity floor means nothing without trained weights (README)."""
     from export.build import main as build_main
-    from export.load import LoadError, load
 
-    try:
-        plan = load(model, plan_spec, image_size, max_seq_len).vlm.plan.to_dict()
-    except LoadError as e:
-        raise BuildError(str(e)) from None
+    plan = plans[plan_spec]
     out = cache / build_key(model, plan, image_size, max_seq_len, target + ("" if quant == "none" else f"-{quant}"))
     built = [p for p in out.glob("*") if (p / "manifest.json").is_file()] if out.is_dir() else []
     if built:
@@ -77,15 +73,14 @@ def ensure_build(model: str, plan_spec: str, image_size: int, max_seq_len: int, 
     return next(p for p in out.glob("*") if (p / "manifest.json").is_file())
 
 
-def _check_plans(model: str, plans: list[str], image_size: int, max_seq_len: int) -> None:
-    """Every plan must fit the model before the first (slow) build starts."""
+def _check_plans(model: str, plans: list[str], image_size: int, max_seq_len: int) -> dict:
+    """{spec: resolved plan dict}: every plan must fit the model before the first (slow) build starts."""
     from export.load import LoadError, load
     from models.vlm import resolve_plan
 
     try:
         cfg = load(model, "dense", image_size, max_seq_len).vlm.cfg
-        for spec in plans:
-            resolve_plan(cfg, spec)
+        return {spec: resolve_plan(cfg, spec).to_dict() for spec in plans}
     except (LoadError, ValueError) as e:
         raise BuildError(str(e)) from None
 
@@ -289,7 +284,7 @@ def run(args, log=print) -> dict:
     room = 48  # the template's text before the image, and the build's parity prompt (checked below)
     max_seq_len = args.max_seq_len or -(-(room + args.prompt_tokens + args.new_tokens) // 32) * 32
     runs, rows, loaded, pipes = {}, [], {}, {}
-    _check_plans(model, args.plans, args.image_size, max_seq_len)
+    plans = _check_plans(model, args.plans, args.image_size, max_seq_len)
     # first, while nothing big is loaded: at full size the programs alone take most of the memory
     log("[bench] roofline: GEMM peak per backend and memory bandwidth ...")
     peaks = {b: gemm_rate(b) for b in args.backends}
@@ -300,8 +295,8 @@ def run(args, log=print) -> dict:
         quants = ["none"] + ([args.quant] if args.quant and QUANT_TARGET[args.quant] == BACKEND_TARGET[backend]
                              and backend != "torch" else [])
         for quant, plan_spec in ((q, p) for q in quants for p in args.plans):
-            build = ensure_build(model, plan_spec, args.image_size, max_seq_len, BACKEND_TARGET[backend], cache, log,
-                                 quant)
+            build = ensure_build(model, plan_spec, plans, args.image_size, max_seq_len, BACKEND_TARGET[backend],
+                                 cache, log, quant)
             manifest = load_manifest(build)
             rss0 = rss_bytes()
             pipe = Pipeline(build, backend=backend, manifest=manifest)

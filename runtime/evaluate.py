@@ -91,21 +91,29 @@ def run_build(build_dir, items, backend=None) -> Run:
     return Run(Path(build_dir).name, answers, np.stack(logits), pipe.num_vision)
 
 
-def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None) -> Run:
-    """Answer every item with the PyTorch model under `plan` (no export); tokenizer: default the model's."""
-    import torch
-
-    from export.artifacts import image_section
+def model_and_tokenizer(model_dir, plan="dense", tokenizer=None):
+    """The PyTorch model under `plan` (eval mode) and its prompt tokenizer (default: the model's file)."""
     from models.checkpoint import load_model
-    from models.cost import estimate
 
-    from .image import preprocess
     from .tokenizer import PromptTokenizer
 
     vlm = load_model(model_dir, plan=plan).eval()
     p = vlm.cfg.prompt
     tok = PromptTokenizer(tokenizer or Path(model_dir) / "tokenizer.json", {"before_image": p.before_image,
                           "after_image": p.after_image, "stop_tokens": p.stop_tokens})
+    return vlm, tok
+
+
+def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None) -> Run:
+    """Answer every item with the PyTorch model under `plan` (no export); tokenizer: default the model's."""
+    import torch
+
+    from export.artifacts import image_section
+    from models.cost import estimate
+
+    from .image import preprocess
+
+    vlm, tok = model_and_tokenizer(model_dir, plan, tokenizer)
     spec = image_section(vlm.cfg)
     name = name or f"{Path(model_dir).name} {vlm.plan.name}"
     answers, logits, prompt_lens = [], [], []
