@@ -95,19 +95,44 @@ def constant_methods(vlm: VLM, layout: str, tokenizer_info: dict) -> dict:
             "get_bos_id": tokenizer_info.get("bos_id", 0), "get_eos_ids": tokenizer_info["stop_ids"]}
 
 
+class Int8Embedding(torch.nn.Module):
+    """Token embedding with int8 rows and one fp32 scale per row (symmetric), read by ExecuTorch's
+    `quantized_decomposed::embedding_byte` kernel: a quarter of the fp32 table, dequantized row by row."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # (V,)
+        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale.to(torch.float32))
+
+    def forward(self, ids):
+        from executorch.exir.passes import _quant_patterns_and_replacements  # noqa: F401 (registers the op)
+
+        return torch.ops.quantized_decomposed.embedding_byte.default(self.weight_int8, self.scale, None, -127, 127, ids)
+
+
 def quantize_8da4w(vlm: VLM, group_size: int = 32) -> VLM:
-    """A copy of the model whose decoder linear layers are torchao 8da4w: int8 activations quantized on
-    the fly, int4 weights in groups of `group_size` along the input dimension (layers whose width is not a
-    multiple stay fp32). The vision encoder, the projector and the tied embedding / LM head stay fp32."""
+    """A copy of the model for the 8da4w build: the decoder's linear layers are torchao 8da4w (int8
+    activations quantized on the fly, int4 weights in groups of `group_size` along the input dimension;
+    layers whose width is not a multiple stay fp32) and the token embedding is int8 per row.
+
+    A tied LM head is untied first: the head becomes its own linear layer (8da4w like the others) and
+    the table its own int8 embedding, 1.5 bytes per entry instead of 4. The vision encoder and the
+    projector stay fp32."""
     import copy
 
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerGroup
 
     vlm = copy.deepcopy(vlm)
-    quantize_(vlm.decoder, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
-                                                                 weight_granularity=PerGroup(group_size)),
+    dec = vlm.decoder
+    if dec.lm_head is None:
+        dec.lm_head = torch.nn.Linear(dec.cfg.hidden_size, dec.cfg.vocab_size, bias=False)
+        dec.lm_head.weight = torch.nn.Parameter(dec.embed_tokens.weight.detach().clone())
+    quantize_(dec, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                        weight_granularity=PerGroup(group_size)),
               filter_fn=lambda m, _: isinstance(m, torch.nn.Linear) and m.in_features % group_size == 0)
+    dec.embed_tokens = Int8Embedding(dec.embed_tokens.weight.detach())
     return vlm
 
 

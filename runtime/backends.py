@@ -98,13 +98,18 @@ class ExecuTorchBackend(GraphCalls):
     between the methods of one program)."""
 
     def __init__(self, build_dir: Path, manifest: dict):
+        import executorch.kernels.quantized  # noqa: F401 (registers the int8 embedding kernel of 8da4w builds)
         import torch
         from executorch.runtime import Runtime
 
         self.torch, self.manifest, self.layout = torch, manifest, manifest["kv_layout"]
-        program = Runtime.get().load_program(str(build_dir / manifest["graphs"]["files"][0]))
-        # Load every method before running any: loading re-initialises initialised buffers (TOOLCHAIN.md).
-        self.methods = {name: program.load_method(name) for name in manifest["graphs"]["methods"]}
+        file = build_dir / manifest["graphs"]["files"][0]
+        try:
+            program = Runtime.get().load_program(str(file))
+            # Load every method before running any: loading re-initialises initialised buffers (TOOLCHAIN.md).
+            self.methods = {name: program.load_method(name) for name in manifest["graphs"]["methods"]}
+        except RuntimeError as e:
+            raise BuildError(f"{file}: ExecuTorch cannot load it ({str(e).splitlines()[0]})") from None
 
     def _run(self, name, *arrays):
         check_inputs(self.manifest, name, list(arrays))

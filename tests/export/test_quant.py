@@ -59,10 +59,33 @@ def test_int8_is_for_the_onnx_target(tmp_path, capsys, target):
     assert not any(tmp_path.iterdir())
 
 
+def test_8da4w_unties_the_head_and_stores_the_embedding_in_int8():
+    import torch
+
+    from export.executorch import Int8Embedding, quantize_8da4w
+    from models.checkpoint import load_model
+
+    vlm = load_model(RANDOM_MODEL_DIR)
+    table = vlm.decoder.embed_tokens.weight.detach().clone()
+    q = quantize_8da4w(vlm)
+    assert vlm.decoder.lm_head is None and isinstance(vlm.decoder.embed_tokens, torch.nn.Embedding)  # a copy
+    emb = q.decoder.embed_tokens
+    assert isinstance(emb, Int8Embedding) and emb.weight_int8.dtype == torch.int8
+    assert emb.weight_int8.abs().amax(dim=1).eq(127).all()  # each row uses its whole int8 range
+    ids = torch.arange(vlm.cfg.decoder.vocab_size)[None]
+    rows = q.decoder.embed(ids)[0]
+    assert (rows - table).abs().le(emb.scale[:, None] / 2 + 1e-7).all()  # round to nearest
+    assert not torch.equal(rows, table)
+    h = torch.randn(1, 3, vlm.cfg.decoder.hidden_size)
+    head = torch.nn.functional.cosine_similarity(q.decoder.logits(h).flatten(), vlm.decoder.logits(h).flatten(), 0)
+    assert 0.9 < head < 0.99999  # the untied head is int4 now: close, not equal
+
+
 @pytest.mark.slow
 def test_8da4w_executorch_build_of_the_trained_model(tmp_path):
-    """torchao 8da4w on the decoder's linears, lowered to XNNPACK. On random weights int4 noise alone
-    puts the logits' cosine near 0.93 (no structure to preserve), so this runs on the trained model."""
+    """torchao 8da4w on the decoder's linears (int8 embedding), lowered to XNNPACK. On random weights
+    int4 noise alone puts the logits' cosine near 0.93 (no structure to preserve), so this runs on the
+    trained model."""
     from runtime.evaluate import run_build, run_model, scores
 
     assert build_main(["--target", "executorch", "--quant", "8da4w", "--out", str(tmp_path)]) == 0
