@@ -121,43 +121,45 @@ def render(scene: Scene, size: int = 256) -> Image.Image:
     return image
 
 
-def questions(scene: Scene, qtype: str, rng: random.Random) -> tuple[str, str] | None:
-    """One (question, answer) of the given type about the scene, or None if the scene has none."""
+def candidates(scene: Scene, qtype: str) -> list[tuple[str, str]]:
+    """Every (question, answer) of the given type that the scene allows, in a fixed order."""
     items = scene.items
     if qtype == "colour_present":
-        present = sorted({it.colour for it in items})
-        absent = sorted(set(COLOURS) - set(present))
-        if absent and rng.random() < 0.5:
-            return f"Is there a {rng.choice(absent)} shape?", "no"
-        return f"Is there a {rng.choice(present)} shape?", "yes"
+        present = {it.colour for it in items}
+        return [(f"Is there a {c} shape?", "yes" if c in present else "no") for c in sorted(COLOURS)]
     if qtype == "colour_of_shape":
-        only = [it for it in items if [j.shape for j in items].count(it.shape) == 1 and not it.small]
-        return (f"What colour is the {it.shape}?", it.colour) if (it := _pick(rng, only)) else None
+        return [(f"What colour is the {it.shape}?", it.colour) for it in items
+                if [j.shape for j in items].count(it.shape) == 1 and not it.small]
     if qtype == "shape_of_colour":
-        only = [it for it in items if [j.colour for j in items].count(it.colour) == 1 and not it.small]
-        return (f"What shape is {it.colour}?", it.shape) if (it := _pick(rng, only)) else None
+        return [(f"What shape is {it.colour}?", it.shape) for it in items
+                if [j.colour for j in items].count(it.colour) == 1 and not it.small]
     if qtype == "count":
-        shape = rng.choice(SHAPES)
-        return f"How many {shape}s are there?", str(sum(it.shape == shape for it in items))
+        return [(f"How many {shape}s are there?", str(sum(it.shape == shape for it in items))) for shape in SHAPES]
     if qtype == "corner_digit":
-        name, cell = rng.choice([(n, c) for n, c in CORNERS.items() if c in scene.digits])
-        return f"What number is in the {name} corner?", str(scene.digits[cell])
+        return [(f"What number is in the {name} corner?", str(scene.digits[cell]))
+                for name, cell in CORNERS.items() if cell in scene.digits]
     if qtype == "left_of":
-        pairs = [(it, _left_neighbour(items, it)) for it in items
-                 if sum((j.colour, j.shape) == (it.colour, it.shape) for j in items) == 1]
-        pairs = [(it, left) for it, left in pairs if left is not None]
-        if not pairs:
-            return None
-        it, left = rng.choice(pairs)
-        return f"What colour is the shape left of the {it.colour} {it.shape}?", left.colour
+        unique = [it for it in items if sum((j.colour, j.shape) == (it.colour, it.shape) for j in items) == 1]
+        return [(f"What colour is the shape left of the {it.colour} {it.shape}?", left.colour)
+                for it in unique if (left := _left_neighbour(items, it)) is not None]
     if qtype == "small_colour":
-        only = [it for it in items if it.small and sum(j.small and j.shape == it.shape for j in items) == 1]
-        return (f"What colour is the small {it.shape}?", it.colour) if (it := _pick(rng, only)) else None
+        return [(f"What colour is the small {it.shape}?", it.colour) for it in items
+                if it.small and sum(j.small and j.shape == it.shape for j in items) == 1]
     raise ValueError(f"unknown question type {qtype!r}")
 
 
-def _pick(rng: random.Random, items: list[Item]) -> Item | None:
-    return rng.choice(items) if items else None
+def questions(scene: Scene, qtype: str, rng: random.Random) -> tuple[str, str] | None:
+    """One (question, answer) of the given type about the scene, or None if the scene has none.
+
+    Presence questions are drawn half "no" (when some colour is absent), half "yes"; the other types
+    draw uniformly from `candidates`."""
+    found = candidates(scene, qtype)
+    if qtype == "colour_present":
+        absent = [qa for qa in found if qa[1] == "no"]
+        if absent and rng.random() < 0.5:
+            return rng.choice(absent)
+        return rng.choice([qa for qa in found if qa[1] == "yes"])
+    return rng.choice(found) if found else None
 
 
 def _left_neighbour(items, it: Item) -> Item | None:
@@ -183,6 +185,14 @@ def scene_questions(split: str, index: int, kinds=KINDS) -> tuple[Scene, list[tu
             if qa:
                 out.append((*qa, kind, qtype))
     return scene, out
+
+
+def every_question(split: str, index: int) -> tuple[Scene, list[tuple[str, str, str, str]]]:
+    """Scene `index` of `split` (the scene of `scene_questions`) and every (question, answer, kind,
+    qtype) it allows: about 17 per scene, for training."""
+    scene = sample_scene(generator(split, index))
+    return scene, [(q, a, kind, qtype) for kind in KINDS for qtype in QUESTION_TYPES[kind]
+                   for q, a in candidates(scene, qtype)]
 
 
 def samples(split: str, kind: str, n: int, size: int = 256, start: int = 0) -> list[Sample]:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from data.shapes import (CORNERS, COLOURS, GRID, QUESTION_TYPES, SHAPES, render, sample_scene, samples,
-                         scene_questions, generator, vocabulary_text)
+from data.shapes import (CORNERS, COLOURS, GRID, QUESTION_TYPES, SHAPES, every_question, render, sample_scene,
+                         samples, scene_questions, generator, vocabulary_text)
 
 
 def _pixels(image):
@@ -66,7 +66,7 @@ def test_digits_sit_in_their_corners_and_nowhere_else():
 
 def test_answers_follow_the_scene():
     for i in range(40):
-        scene, qas = scene_questions("val", i)
+        scene, qas = every_question("val", i)
         for question, answer, kind, qtype in qas:
             if qtype == "count":
                 shape = question.split()[2][:-1]
@@ -91,10 +91,23 @@ def test_answers_follow_the_scene():
             assert answer in {"yes", "no", *COLOURS, *SHAPES, *map(str, range(10))}
 
 
+def test_every_question_is_a_superset_of_the_sampled_ones_on_the_same_scene():
+    for i in range(60):
+        scene, sampled = scene_questions("train", i)
+        same, every = every_question("train", i)
+        assert same == scene and set(sampled) <= set(every) and len(set(every)) == len(every)
+        by_type = {}
+        for _, answer, _, qtype in every:
+            by_type.setdefault(qtype, []).append(answer)
+        present = {it.colour for it in scene.items}
+        assert sorted(by_type["colour_present"]) == sorted("yes" if c in present else "no" for c in COLOURS)
+        assert len(by_type["count"]) == len(SHAPES) and len(by_type.get("corner_digit", [])) == len(scene.digits)
+
+
 def test_vocabulary_text_covers_every_question():
     vocab = set(vocabulary_text())
     for i in range(100):
-        _, qas = scene_questions("train", i)
+        _, qas = every_question("train", i)
         for question, answer, _, _ in qas:
             assert question in vocab and answer in vocab
 
