@@ -9,8 +9,10 @@ projector, and a Qwen2-style decoder of 6 layers with a byte-level BPE tokenizer
 task's text. Everything trains from scratch, end to end, with the dense plan; vision plans are
 applied afterwards, without retraining, as the seeds do.
 
-A step draws IMAGES_PER_STEP new training scenes (never repeated) and up to QUESTIONS_PER_IMAGE of
-their questions; the encoder runs once per image and the decoder once per question. The loss is
+A step draws IMAGES_PER_STEP new training scenes (never repeated) and asks QUESTIONS_PER_IMAGE[mix]
+of their questions: `--questions sampled` (the shipped checkpoints) takes 5 of the one-per-type
+questions of `scene_questions`; `--questions every` takes 12 of all a scene allows, round-robin over
+types. The encoder runs once per image and the decoder once per question. The loss is
 cross-entropy on the answer and the stop token, plus (weight PROBE_WEIGHT) an auxiliary per-cell
 classification of the vision embeddings (`CellProbe`, discarded after training). Training is seeded and deterministic on a given
 machine. The log (loss, teacher-forced exact match on a fixed validation sample, time) goes to
@@ -36,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from timm.utils.model import reparameterize_model
 
-from data.shapes import COLOURS, GRID, QUESTION_TYPES, SHAPES, Scene, render, samples, scene_questions, vocabulary_text
+from data.shapes import (COLOURS, GRID, QUESTION_TYPES, SHAPES, Scene, every_question, render, samples,
+                         scene_questions, vocabulary_text)
 from data.tokenizer import train_bpe
 from models.checkpoint import replace_dir, write_model_files
 from models.config import DecoderConfig, ImageConfig, ModelConfig, ProjectorConfig, PromptConfig, VisionConfig
@@ -50,7 +53,7 @@ TASK_PROMPT = PromptConfig(before_image="<|im_start|>user\n",
 ENCODER_ARGS = {"layers": [1, 1, 2, 1], "embed_dims": [16, 32, 64, 128], "mlp_ratios": [2, 2, 2, 2]}
 VOCAB_SIZE = 512
 IMAGES_PER_STEP = 24
-QUESTIONS_PER_IMAGE = 5
+QUESTIONS_PER_IMAGE = {"sampled": 5, "every": 12}
 VAL_SAMPLES = 256
 PROBE_WEIGHT = 0.5
 
@@ -200,19 +203,36 @@ class CellProbe(torch.nn.Module):
                    for i, lg in enumerate(logits)) / len(logits)
 
 
-def train_batch(step: int, batcher: Batcher, images: int = IMAGES_PER_STEP, questions: int = QUESTIONS_PER_IMAGE):
-    """Train scenes step*images .. (step+1)*images - 1 and `questions` of each: pixels, ids, targets, cells."""
+def train_batch(step: int, batcher: Batcher, images: int = IMAGES_PER_STEP, questions: int = 5,
+                mix: str = "sampled"):
+    """Train scenes step*images .. (step+1)*images - 1 and `questions` of each: pixels, ids, targets, cells.
+
+    mix "sampled": of the one question per type that `scene_questions` draws, `questions` at random;
+    mix "every": of all the scene's questions (`every_question`), `questions` round-robin over types."""
     pictures, qas, cells = [], [], []
     rng = np.random.default_rng(step)
     for i in range(step * images, (step + 1) * images):
-        scene, qs = scene_questions("train", i)
+        if mix == "every":
+            scene, qs = every_question("train", i)
+            chosen = [qs[j][:2] for j in balanced_order(rng, [q[3] for q in qs])[:questions]]
+        else:
+            scene, qs = scene_questions("train", i)
+            chosen = [qs[j][:2] for j in rng.permutation(len(qs))[:questions]]
         pictures.append(render(scene))
         cells.append(cell_labels(scene))
-        for j in rng.permutation(len(qs))[:questions]:
-            qas.append(qs[j][:2])
-        qas += [qas[-1]] * (questions - min(questions, len(qs)))  # the same batch shape every step
+        qas += chosen + [chosen[-1]] * (questions - len(chosen))  # the same batch shape every step
     ids, targets = batcher(qas)
     return pixels_of(pictures), ids, targets, torch.stack(cells)
+
+
+def balanced_order(rng: np.random.Generator, qtypes: list[str]) -> list[int]:
+    """Indices of the questions, shuffled, round-robin over question types: the first k cover
+    min(k, types) types, so a type with many questions (six presence questions) cannot crowd out the rest."""
+    by_type: dict[str, list[int]] = {}
+    for j in rng.permutation(len(qtypes)):
+        by_type.setdefault(qtypes[j], []).append(int(j))
+    queues = [by_type[t] for t in rng.permutation(sorted(by_type))]
+    return [q[r] for r in range(max(map(len, queues))) for q in queues if r < len(q)]
 
 
 def loss_of(vlm: VLM, prefix, pixels, ids, targets, repeats: int, probe: CellProbe | None = None, cells=None):
@@ -269,7 +289,7 @@ def fold_encoder(vlm: VLM) -> None:
 
 
 def train(cfg: ModelConfig, tokenizer, steps: int, lr: float, seed: int, log, eval_every: int = 100,
-          images: int = IMAGES_PER_STEP, questions: int = QUESTIONS_PER_IMAGE, val_samples: int = VAL_SAMPLES,
+          images: int = IMAGES_PER_STEP, questions: int = 5, val_samples: int = VAL_SAMPLES, mix: str = "sampled",
           vlm: VLM | None = None, on_step=None) -> VLM:
     """Train `vlm` (default: a fresh, initialised model of `cfg`) and return it in eval mode.
 
@@ -290,11 +310,11 @@ def train(cfg: ModelConfig, tokenizer, steps: int, lr: float, seed: int, log, ev
                             lr=lr, betas=(0.9, 0.98))
     start, smooth = time.time(), None
     with ThreadPoolExecutor(1) as pool:  # renders the next batch while this one trains
-        upcoming = pool.submit(train_batch, 0, batcher, images, questions)
+        upcoming = pool.submit(train_batch, 0, batcher, images, questions, mix)
         for step in range(steps):
             batch = upcoming.result()
             if step + 1 < steps:
-                upcoming = pool.submit(train_batch, step + 1, batcher, images, questions)
+                upcoming = pool.submit(train_batch, step + 1, batcher, images, questions, mix)
             rate = lr_at(step, steps, lr, min(200, steps // 10 + 1))
             loss = _step(vlm, probe, opt, batcher.prefix, batch, rate, questions)
             smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
@@ -326,6 +346,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="checkpoint directory to write (replaced atomically)")
     parser.add_argument("--projector", default="mlp2x_gelu", choices=("mlp2x_gelu", "stf"))
+    parser.add_argument("--questions", default="sampled", choices=tuple(QUESTIONS_PER_IMAGE),
+                        help="which questions of a scene a step asks (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -352,8 +374,9 @@ def main(argv=None) -> int:
         tokenizer = task_tokenizer()
         cfg = task_config(tokenizer.get_vocab_size(with_added_tokens=True), args.projector)
         log(f"{cfg.num_vision_tokens} vision tokens, {args.steps} steps of {IMAGES_PER_STEP} images x "
-            f"{QUESTIONS_PER_IMAGE} questions, torch {torch.__version__}, {args.threads} threads")
-        vlm = train(cfg, tokenizer, args.steps, args.lr, args.seed, log, args.eval_every)
+            f"{QUESTIONS_PER_IMAGE[args.questions]} questions, torch {torch.__version__}, {args.threads} threads")
+        vlm = train(cfg, tokenizer, args.steps, args.lr, args.seed, log, args.eval_every,
+                    questions=QUESTIONS_PER_IMAGE[args.questions], mix=args.questions)
         batcher = Batcher(tokenizer, cfg)
         report = {}
         for split, n in (("val", VAL_SAMPLES), ("test", args.test_samples)):

@@ -59,6 +59,27 @@ def test_training_pixels_are_the_runtime_preprocessing():
     np.testing.assert_array_equal(pixels_of([s.image]).numpy(), expected)
 
 
+def test_a_training_scene_asks_every_question_type_before_repeating_one():
+    from collections import Counter
+
+    from data.shapes import every_question
+    from models.train import balanced_order
+
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        _, qs = every_question("train", i)
+        types = [q[3] for q in qs]
+        total = Counter(types)
+        order = balanced_order(rng, types)
+        assert sorted(order) == list(range(len(qs)))
+        for p in range(1, len(order) + 1):
+            seen = Counter(types[j] for j in order[:p])
+            # a type is asked a second (third, ...) time only when every type with questions left is level
+            for t in seen:
+                for u in total:
+                    assert seen[t] <= seen[u] + 1 or seen[u] == total[u], (i, p, t, u)
+
+
 def test_a_few_steps_of_training_lower_the_loss():
     tok = task_tokenizer()
     vlm = _small_model(tok)
@@ -88,3 +109,16 @@ def test_the_train_time_encoder_sees_and_folds_into_the_shipped_form():
         torch.testing.assert_close(vlm.vision(pixels), features, atol=1e-4, rtol=1e-4)
     shipped = VLM(vlm.cfg)
     shipped.load_state_dict(vlm.state_dict())  # strict: the folded encoder has the shipped layout
+
+
+def test_the_every_mix_asks_distinct_questions_of_each_scene():
+    from data.shapes import every_question
+    from models.train import train_batch
+
+    tok = task_tokenizer()
+    batcher = Batcher(tok, task_config(tok.get_vocab_size(with_added_tokens=True)))
+    pixels, ids, targets, cells = train_batch(3, batcher, images=2, questions=12, mix="every")
+    assert pixels.shape[0] == 2 and ids.shape[0] == 24 and cells.shape[0] == 2
+    for scene in range(2):
+        rows = {tuple(r.tolist()) for r in ids[12 * scene:12 * scene + 12]}
+        assert len(rows) == min(12, len(every_question("train", 6 + scene)[1]))
