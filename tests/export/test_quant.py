@@ -78,7 +78,10 @@ def test_8da4w_unties_the_head_and_stores_the_embedding_in_int8():
     assert not torch.equal(rows, table)
     h = torch.randn(1, 3, vlm.cfg.decoder.hidden_size)
     head = torch.nn.functional.cosine_similarity(q.decoder.logits(h).flatten(), vlm.decoder.logits(h).flatten(), 0)
-    assert 0.9 < head < 0.99999  # the untied head is int4 now: close, not equal
+    assert 0.999 < head < 0.999999  # the untied head is int8 per channel now: close, not equal
+    linears = [m for m in q.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert {m.weight.target_dtype for m in linears if m is not q.decoder.lm_head} == {torch.int4}
+    assert q.decoder.lm_head.weight.target_dtype == torch.int8
 
 
 @pytest.mark.slow
@@ -96,12 +99,15 @@ def test_8da4w_executorch_build_of_the_trained_model(tmp_path):
     assert report["passed"] and min(m["psnr_db"] for m in report["stages"].values()) < 100
     from data.shapes import samples
 
-    items = samples("test", "all", 24)
+    items = samples("test", "all", 48)
     quantized = run_build(build, items)
     fp32 = run_model(build / manifest["weights"], manifest["plan"], items, tokenizer=build / manifest["tokenizer"])
+    # measured: 46 of 48 answers agree (92 of 96); int4 weights move a few near-tied answers either way
     agree = sum(a == b for a, b in zip(quantized.answers, fp32.answers)) / len(items)
     assert agree >= 0.9, agree
     assert scores(quantized, items, fp32)["top1_agreement"] >= 0.9
+    correct = [sum(a == s.answer for a, s in zip(run.answers, items)) for run in (quantized, fp32)]
+    assert abs(correct[0] - correct[1]) <= 3, correct
 
 
 def _op_counts(mlpackage):
