@@ -186,7 +186,7 @@ def cost_of(build: Path, manifest: dict, prefix_tokens: int, prompt_tokens: int,
             "decode_bytes_per_token": c.decoder_param_bytes + c.kv_bytes_filled}
 
 
-def measure(runs: dict, repeats: int, log=print) -> dict:
+def measure(runs: dict, repeats: int, log=print, metrics=METRICS) -> dict:
     """runs {label: fn() -> timings} -> {label: {metric: stats}}, interleaved A B A B ..."""
     samples = {label: {} for label in runs}
     for r in range(repeats + 1):  # the first round warms up and is not kept
@@ -196,7 +196,7 @@ def measure(runs: dict, repeats: int, log=print) -> dict:
                 for m, v in timings.items():
                     samples[label].setdefault(m, []).append(v)
         log(f"[bench] round {r}/{repeats}" + (" (warm-up)" if r == 0 else ""))
-    return {label: {m: stats(v) for m, v in s.items() if m in METRICS} for label, s in samples.items()}
+    return {label: {m: stats(v) for m, v in s.items() if m in metrics} for label, s in samples.items()}
 
 
 def ours(pipe, before, pixels, after, new_tokens: int):

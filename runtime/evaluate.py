@@ -106,6 +106,12 @@ def model_and_tokenizer(model_dir, plan="dense", tokenizer=None):
 
 def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None) -> Run:
     """Answer every item with the PyTorch model under `plan` (no export); tokenizer: default the model's."""
+    vlm, tok = model_and_tokenizer(model_dir, plan, tokenizer)
+    return run_vlm(vlm, tok, items, name or f"{Path(model_dir).name} {vlm.plan.name}")
+
+
+def run_vlm(vlm, tok, items, name: str) -> Run:
+    """Answer every item with a loaded VLM (its plan) and tokenizer."""
     import torch
 
     from export.artifacts import image_section
@@ -113,9 +119,7 @@ def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None) -
 
     from .image import preprocess
 
-    vlm, tok = model_and_tokenizer(model_dir, plan, tokenizer)
     spec = image_section(vlm.cfg)
-    name = name or f"{Path(model_dir).name} {vlm.plan.name}"
     answers, logits, prompt_lens = [], [], []
     for i, s in enumerate(items, 1):
         before, after = tok.encode_prompt(s.question)
