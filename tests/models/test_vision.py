@@ -167,3 +167,14 @@ def test_torch_export_matches_eager(cfg):
     x2 = _pixels(cfg)  # a different input than the one exported with
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x2), enc(x2), rtol=1e-5, atol=1e-6)
+
+
+def test_exported_fastvit_attention_has_no_masking_guard():
+    """The attention stage exports as matmul + softmax: no fused SDPA, whose decomposition guards
+    all-masked rows with any/eq/where, ops that XNNPACK leaves to the portable kernels."""
+    enc = build_vision_encoder(TINY_FASTVIT).eval()
+    x = _pixels(TINY_FASTVIT, 1)
+    targets = {str(n.target) for n in torch.export.export(enc, (x,)).run_decompositions().graph.nodes
+               if n.op == "call_function"}
+    assert any("softmax" in t for t in targets), targets  # the tiny MCi has an attention stage
+    assert not any(re.search(r"scaled_dot_product|aten\.(any|where)\.", t) for t in targets), targets
