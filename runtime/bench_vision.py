@@ -59,23 +59,15 @@ def build_encoder(vlm, scheme: str, calibration_images: int, path: Path, log=pri
     """The vision_encoder method of `vlm` as a one-method .pte at `path` (written once, then reused)."""
     import time
 
-    import torch
-    from torch.export import export
-
     from export import graphs
-    from export.executorch import calibration_pixels, lower, quantize_vision_int8
+    from export.executorch import export_vision_encoder, lower
 
     if path.is_file():
         return path
     log(f"[bench_vision] building the {scheme} encoder at {vlm.cfg.vision.image_size} px into {path} ...")
     t0 = time.perf_counter()
-    module = graphs.wrappers(vlm, "split")["vision_encoder"]
     example = graphs.example_inputs(graphs.methods(vlm.cfg, "split", vlm.cfg.decoder.hidden_size)["vision_encoder"])
-    with torch.no_grad():
-        if scheme == "int8":
-            program = quantize_vision_int8(module, example, calibration_pixels(vlm, calibration_images))
-        else:
-            program = export(module, example, strict=False)
+    program = export_vision_encoder(vlm, example, scheme == "int8", calibration_images)
     buffer = lower({"forward": program})
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -119,6 +111,20 @@ def cosine(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
+def set_threads(n: int) -> None:
+    import torch
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    torch.set_num_threads(n)
+    _unsafe_reset_threadpool(n)  # XNNPACK's delegate runs on this pool
+
+
+def thread_count() -> int:
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
+    return _threadpool_get_thread_count()
+
+
 def run(args, log=print) -> dict:
     from models.cost import estimate
 
@@ -151,7 +157,7 @@ def run(args, log=print) -> dict:
         row["int8_pte_ratio"] = row["pte_bytes"]["int8"] / row["pte_bytes"]["fp32"]
         row["int8_output_cosine"] = cosine(outputs[f"{s}:int8"], outputs[f"{s}:fp32"])
     return {"model": model, "repeats": args.repeats, "calibration_images": args.calibration_images,
-            "machine": machine(), "results": rows}
+            "threads": thread_count(), "machine": machine(), "results": rows}
 
 
 def table(rows: list[dict]) -> str:
@@ -178,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--calibration-images", type=int, default=8,
                     help="training images the int8 activation ranges are observed on (default: 8)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for ExecuTorch's threadpool and torch (default: one per core)")
     ap.add_argument("--cache", default=str(REPO / "build" / "bench"), help="build cache directory")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
@@ -185,8 +193,10 @@ def main(argv=None) -> int:
         args.image_sizes = [int(s) for s in args.image_sizes.split(",") if s] if args.image_sizes else [None]
     except ValueError:
         ap.error(f"--image-sizes takes comma-separated integers, not {args.image_sizes!r}")
-    if args.repeats < 1 or args.calibration_images < 1:
-        ap.error("--repeats and --calibration-images must be at least 1")
+    if args.repeats < 1 or args.calibration_images < 1 or (args.threads is not None and args.threads < 1):
+        ap.error("--repeats, --calibration-images and --threads must be at least 1")
+    if args.threads:
+        set_threads(args.threads)
     try:
         result = run(args)
     except BuildError as e:
@@ -195,8 +205,8 @@ def main(argv=None) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    print(f"{result['model']}: vision encoder through ExecuTorch XNNPACK, medians of {result['repeats']}; "
-          f"{result['machine']['cpu']}, {result['machine']['cores']} cores")
+    print(f"{result['model']}: vision encoder through ExecuTorch XNNPACK, {result['threads']} threads, medians of "
+          f"{result['repeats']}; {result['machine']['cpu']}, {result['machine']['cores']} cores")
     print(table(result["results"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

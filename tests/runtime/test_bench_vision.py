@@ -4,17 +4,22 @@ the timings and the files, not from a speed."""
 import json
 
 import pytest
+import torch
 
-from runtime.bench_vision import main
+from runtime.bench_vision import main, set_threads
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench_vision")
     argv = ["--preset", "fastvlm-tiny", "--image-sizes", "128,64", "--repeats", "2", "--calibration-images", "2",
-            "--cache", str(tmp / "cache"), "--json", str(tmp / "results.json")]
-    assert main(argv) == 0
-    return tmp, argv, json.loads((tmp / "results.json").read_text())
+            "--threads", "1", "--cache", str(tmp / "cache"), "--json", str(tmp / "results.json")]
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+        yield tmp, argv, json.loads((tmp / "results.json").read_text())
+    finally:
+        set_threads(threads)  # the process's threadpools, as the rest of the suite had them
 
 
 @pytest.mark.slow
@@ -22,6 +27,7 @@ def test_every_size_and_scheme_is_timed(bench):
     _, _, result = bench
     rows = result["results"]
     assert [(r["image_size"], r["vision_tokens"]) for r in rows] == [(128, 16), (64, 4)]
+    assert result["threads"] == 1
     for r in rows:
         for scheme in ("fp32", "int8"):
             t = r["timings"][scheme]
