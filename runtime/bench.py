@@ -377,6 +377,18 @@ def parse_args(argv):
     return ap, args
 
 
+def run_or_exit(run_fn, args) -> tuple[dict | None, int]:
+    """(result, 0), or (None, exit code) after one line on stderr: 2 bad input, 3 a build failed."""
+    try:
+        return run_fn(args), 0
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None, 2
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None, 3
+
+
 def main(argv=None) -> int:
     ap, args = parse_args(argv)
     bad = [b for b in args.backends if b not in BACKEND_TARGET]
@@ -391,14 +403,9 @@ def main(argv=None) -> int:
         from models.config import preset
 
         args.image_size = (preset(args.preset) if args.preset else load_config(args.model)).vision.image_size
-    try:
-        result = run(args)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    result, code = run_or_exit(run, args)
+    if result is None:
+        return code
     print(f"{result['model']} at {result['image_size']} px, {result['prefix_tokens']} + {result['prompt_tokens']} "
           f"prompt tokens, {result['new_tokens']} new tokens, medians of {result['repeats']}; {result['machine']['cpu']}")
     print(table(result["results"]))

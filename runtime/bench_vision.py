@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import machine, measure
+from .bench import machine, measure, run_or_exit
 from .manifest import BuildError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,14 +197,9 @@ def main(argv=None) -> int:
         ap.error("--repeats, --calibration-images and --threads must be at least 1")
     if args.threads:
         set_threads(args.threads)
-    try:
-        result = run(args)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    result, code = run_or_exit(run, args)
+    if result is None:
+        return code
     print(f"{result['model']}: vision encoder through ExecuTorch XNNPACK, {result['threads']} threads, medians of "
           f"{result['repeats']}; {result['machine']['cpu']}, {result['machine']['cores']} cores")
     print(table(result["results"]))
