@@ -141,3 +141,12 @@ def test_unknown_kind_and_misplaced_mbtf_raise():
         build_projector(ProjectorConfig("ldpv2", mbtf_blocks=(1,)), VISION, H)
     with pytest.raises(ValueError, match="no intermediate encoder features"):
         build_projector(ProjectorConfig("mlp2x_gelu"), VISION, H)(_tokens(), [torch.zeros(2, C, 6, 6)])
+
+
+def test_fastvlm_stf_preset_is_fastvlm_with_a_quarter_of_the_tokens():
+    dense, stf = preset("fastvlm-0.5b"), preset("fastvlm-0.5b-stf")
+    assert stf.replace(projector=dense.projector) == dense
+    assert (dense.num_vision_tokens, stf.num_vision_tokens) == (256, 64)
+    proj = build_projector(stf.projector, stf.vision, stf.decoder.hidden_size)
+    feats = torch.randn(1, dense.num_vision_tokens, stf.vision.hidden_size)
+    assert proj(feats).shape == (1, 64, stf.decoder.hidden_size)
