@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,9 +55,10 @@ def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target:
 def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_seq_len: int, target: str,
                  cache: Path, log=print, quant: str = "none") -> Path:
     """The cached build directory, built first when absent. A quantized build of a preset (random
-    weights) skips parity: the fidelity floor means nothing without trained weights (README)."""
-    from export.build import main as build_main
+    weights) skips parity: the fidelity floor means nothing without trained weights (README).
 
+    Each build runs in a process of its own: lowering a full-size model leaves the Python heap at
+    its peak (~20 GB), which the measuring process must not carry into loading the programs."""
     plan = plans[plan_spec]
     out = cache / build_key(model, plan, image_size, max_seq_len, target + ("" if quant == "none" else f"-{quant}"))
     built = [p for p in out.glob("*") if (p / "manifest.json").is_file()] if out.is_dir() else []
@@ -67,7 +69,7 @@ def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_s
             "--max-seq-len", str(max_seq_len), "--out", str(out)]
     if quant != "none":
         argv += ["--quant", quant] + (["--skip-parity"] if not Path(model).is_dir() else [])
-    code = build_main(argv)
+    code = subprocess.run([sys.executable, str(REPO / "export" / "build.py"), *argv]).returncode
     if code != 0:
         raise RuntimeError(f"python export/build.py {' '.join(argv)} failed (exit {code})")
     return next(p for p in out.glob("*") if (p / "manifest.json").is_file())
