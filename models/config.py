@@ -173,15 +173,6 @@ PRESETS: dict[str, ModelConfig] = {
         image=ImageConfig(resize_mode="pad"),
         prompt=QWEN2_PROMPT,
     ),
-    # FastVLM-0.5B with a Spatial-Token-Fusion projector (k=2): 64 vision tokens at 1024 px, for speed work.
-    "fastvlm-0.5b-stf": ModelConfig(
-        family="fastvlm",
-        vision=VisionConfig(kind="fastvit", image_size=1024, hidden_size=3072, stride=64, timm_name="fastvit_mci3"),
-        projector=ProjectorConfig(kind="stf", k=2),
-        decoder=QWEN2_0_5B,
-        image=ImageConfig(resize_mode="pad"),
-        prompt=QWEN2_PROMPT,
-    ),
     "mobilevlm-v2-1.7b": ModelConfig(
         family="mobilevlm",
         vision=VisionConfig(kind="clip", image_size=336, hidden_size=1024, stride=14, num_layers=24,
@@ -214,6 +205,9 @@ PRESETS: dict[str, ModelConfig] = {
         prompt=LLAVA_V1_PROMPT,
     ),
 }
+
+# FastVLM-0.5B with a Spatial-Token-Fusion projector (k=2): 64 vision tokens at 1024 px, for speed work.
+PRESETS["fastvlm-0.5b-stf"] = PRESETS["fastvlm-0.5b"].replace(projector=ProjectorConfig(kind="stf", k=2))
 
 
 def preset(name: str) -> ModelConfig:
