@@ -350,7 +350,8 @@ def main(argv=None) -> int:
     parser.add_argument("--projector", default="mlp2x_gelu", choices=("mlp2x_gelu", "stf"))
     parser.add_argument("--questions", default="every", choices=tuple(QUESTIONS_PER_IMAGE),
                         help="which questions of a scene a step asks (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=2000,
+                        help="training steps (default: 2000, as both shipped checkpoints were trained)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
