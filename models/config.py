@@ -208,6 +208,10 @@ PRESETS: dict[str, ModelConfig] = {
 
 # FastVLM-0.5B with a Spatial-Token-Fusion projector (k=2): 64 vision tokens at 1024 px, for speed work.
 PRESETS["fastvlm-0.5b-stf"] = PRESETS["fastvlm-0.5b"].replace(projector=ProjectorConfig(kind="stf", k=2))
+# MobileVLM V2 1.7B's layer shapes at a third of its depth (8 of 24 decoder layers), for speed work: the
+# full-depth fp32 .pte needs more memory to lower than 24 GB, and per-layer prefill shares do not depend
+# on depth.
+PRESETS["mobilevlm-v2-1.7b-8l"] = PRESETS["mobilevlm-v2-1.7b"].replace(decoder={"num_layers": 8})
 
 
 def preset(name: str) -> ModelConfig:

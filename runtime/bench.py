@@ -5,10 +5,13 @@
     python -m runtime.bench --preset fastvlm-tiny --plans dense,PLAN.json --backends onnxruntime,torch
 
 Builds come from export/build.py and are cached under --cache by a hash of what defines them (model,
-plan, sizes, target, and the source of models/ and export/). The conversation is synthetic and the
-same for every run: the template's text before the image, a seeded random image, --prompt-tokens
-random ids, then exactly --new-tokens greedy decode steps (stop tokens do not stop it). Each
-backend also runs the dense build without an image: the text-only floor of prefill.
+plan, sizes, target, quantization, and the source of every repository module the build imports). With
+--quant 8da4w, --quant-vision int8 gives the quantized builds an int8 vision encoder too.
+
+The conversation is synthetic and the same for every run: the template's text before the image, a
+seeded random image, --prompt-tokens random ids, then exactly --new-tokens greedy decode steps (stop
+tokens do not stop it). Each backend also runs the dense build without an image: the text-only floor
+of prefill.
 
 Per (backend, plan), medians with min/max over --repeats runs taken A B A B ...: image encode,
 decoder prefill (every chunk but the image encoder), time to first token, decode tokens/s; and the
@@ -23,6 +26,7 @@ Exit codes: 0 measured; 2 bad input; 3 a build failed.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import resource
@@ -40,12 +44,41 @@ BACKEND_TARGET = {"executorch": "executorch", "onnxruntime": "onnx", "torch": "o
 METRICS = ("image_encode_s", "prefill_s", "ttft_s", "decode_tok_s")
 
 
+PACKAGES = ("models", "export", "runtime", "data")  # the repository's own top-level packages
+
+
+def imported_sources(*roots: Path) -> list[Path]:
+    """The repository's Python files that `roots` import, directly or through each other, read from their
+    source: every import statement counts, those inside functions too."""
+    seen, todo = set(), [r.resolve() for r in roots]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        package = path.parent.relative_to(REPO).parts
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".") for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = list(package[:len(package) - node.level + 1]) if node.level else []
+                base += node.module.split(".") if node.module else []
+                names = [base] + [base + [a.name] for a in node.names]
+            else:
+                continue
+            for parts in (p for p in names if p and p[0] in PACKAGES):  # a module runs its packages' __init__ first
+                todo += [REPO.joinpath(*parts).with_suffix(".py")]
+                todo += [REPO.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
+    return sorted(seen)
+
+
 def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target: str) -> str:
-    """Content hash of everything a build depends on: the model code and the export code of its target
-    (`target` may carry a quantization suffix, e.g. "executorch-8da4w")."""
+    """Content hash of everything a build depends on: its settings and the source of every module that
+    export/build.py and the target's exporter import (`target` may carry quantization suffixes, e.g.
+    "executorch-8da4w-visionint8"). Editing a module no build imports (models/train.py) keeps the cache."""
     h = hashlib.sha256(json.dumps([model, plan, image_size, max_seq_len, target], sort_keys=True).encode())
-    export = ("build", "load", "graphs", "artifacts", target.split("-")[0])
-    for path in sorted([*REPO.glob("models/*.py"), *(REPO / "export" / f"{name}.py" for name in export)]):
+    for path in imported_sources(REPO / "export" / "build.py", REPO / "export" / f"{target.split('-')[0]}.py"):
+        h.update(str(path.relative_to(REPO)).encode())
         h.update(path.read_bytes())
     if Path(model, "model.safetensors").is_file():
         h.update(str(Path(model, "model.safetensors").stat().st_mtime_ns).encode())
@@ -53,14 +86,15 @@ def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target:
 
 
 def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_seq_len: int, target: str,
-                 cache: Path, log=print, quant: str = "none") -> Path:
+                 cache: Path, log=print, quant: str = "none", quant_vision: str = "none") -> Path:
     """The cached build directory, built first when absent. A quantized build of a preset (random
     weights) skips parity: the fidelity floor means nothing without trained weights (README).
 
     Each build runs in a process of its own: lowering a full-size model leaves the Python heap at
     its peak (~20 GB), which the measuring process must not carry into loading the programs."""
     plan = plans[plan_spec]
-    out = cache / build_key(model, plan, image_size, max_seq_len, target + ("" if quant == "none" else f"-{quant}"))
+    suffix = ("" if quant == "none" else f"-{quant}") + ("" if quant_vision == "none" else f"-vision{quant_vision}")
+    out = cache / build_key(model, plan, image_size, max_seq_len, target + suffix)
     built = [p for p in out.glob("*") if (p / "manifest.json").is_file()] if out.is_dir() else []
     if built:
         return built[0]
@@ -69,6 +103,8 @@ def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_s
             "--max-seq-len", str(max_seq_len), "--out", str(out)]
     if quant != "none":
         argv += ["--quant", quant] + (["--skip-parity"] if not Path(model).is_dir() else [])
+    if quant_vision != "none":
+        argv += ["--quant-vision", quant_vision]
     code = subprocess.run([sys.executable, str(REPO / "export" / "build.py"), *argv]).returncode
     if code != 0:
         raise RuntimeError(f"python export/build.py {' '.join(argv)} failed (exit {code})")
@@ -298,12 +334,13 @@ def run(args, log=print) -> dict:
                              and backend != "torch" else [])
         for quant, plan_spec in ((q, p) for q in quants for p in args.plans):
             build = ensure_build(model, plan_spec, plans, args.image_size, max_seq_len, BACKEND_TARGET[backend],
-                                 cache, log, quant)
+                                 cache, log, quant, args.quant_vision if quant != "none" else "none")
             manifest = load_manifest(build)
             rss0 = rss_bytes()
             pipe = Pipeline(build, backend=backend, manifest=manifest)
             rss1 = rss_bytes()
-            label = f"{backend}:{manifest['plan']['name']}" + ("" if quant == "none" else f"+{quant}")
+            label = f"{backend}:{manifest['plan']['name']}" + ("" if quant == "none" else f"+{quant}") + (
+                f"+vision-{manifest['quant_vision']}" if manifest.get("quant_vision", "none") != "none" else "")
             pipes[label] = pipe
             loaded[label] = (build, manifest, None if rss0 is None else rss1 - rss0)
     first = next(iter(pipes.values()))
@@ -324,6 +361,7 @@ def run(args, log=print) -> dict:
         backend = label.split(":")[0]
         floor = timings.get(f"{backend}:text-only", {}).get("prefill_s", {}).get("median")
         rows.append({"backend": backend, "plan": label.split(":", 1)[1], "quant": manifest.get("quant", "none"),
+                     "quant_vision": manifest.get("quant_vision", "none"),
                      "build": str(build),
                      "vision_tokens": manifest["kv"]["vision_tokens"], "timings": timings[label],
                      "text_only_prefill_s": floor, "load_rss_bytes": grown,
@@ -368,6 +406,8 @@ def parse_args(argv):
     ap.add_argument("--backends", default="executorch,onnxruntime", help="comma-separated: executorch, onnxruntime, torch")
     ap.add_argument("--quant", default=None, choices=("int8", "8da4w", "int4"),
                     help="also measure quantized builds of every plan on the backend of that scheme's target")
+    ap.add_argument("--quant-vision", default="none", choices=("none", "int8"),
+                    help="with --quant 8da4w: the quantized builds' vision encoder in int8 too (PT2E, XNNPACK)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-stock-runner", dest="stock_runner", action="store_false",
                     help="do not time ExecuTorch's MultimodalRunner on the dense .pte")
@@ -398,6 +438,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown backends {bad}; valid: {', '.join(BACKEND_TARGET)}")
     if "dense" not in args.plans:
         args.plans.insert(0, "dense")  # every ratio is against dense
+    if args.quant_vision != "none" and args.quant != "8da4w":
+        ap.error("--quant-vision int8 goes with --quant 8da4w (the executorch builds)")
     if args.repeats < 1 or args.prompt_tokens < 1 or args.new_tokens < 2:
         ap.error("--repeats >= 1, --prompt-tokens >= 1 and --new-tokens >= 2")
     if args.image_size is None:

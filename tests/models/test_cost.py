@@ -264,3 +264,21 @@ def test_cli_errors_exit_2(capsys, argv, message):
         main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("modes", [["cross"], ["full", "text"], ["full", "cross", "text", "exit"]])
+def test_mobilevlm_8l_preset_removes_the_same_share_of_vision_flops_as_full_depth(modes):
+    """The 8-layer speed preset stands in for MobileVLM V2 1.7B: a plan repeating the same pattern of modes
+    removes the same share of the vision-attributable prefill FLOPs at 8 layers as at 24."""
+    full, short = preset("mobilevlm-v2-1.7b"), preset("mobilevlm-v2-1.7b-8l")
+    assert short.replace(decoder={"num_layers": 24}) == full and short.num_vision_tokens == 144
+
+    def removed(cfg):
+        n = cfg.decoder.num_layers
+        plan = {"name": "pattern", "modes": [modes[i * len(modes) // n] for i in range(n)]}
+        dense, planned, text = (estimate(cfg, p, 35, 32, image=i).prefill_flops
+                                for p, i in (("dense", True), (plan, True), ("dense", False)))
+        return (dense - planned) / (dense - text)
+
+    assert removed(short) == pytest.approx(removed(full), abs=1e-9)
+    assert 0 < removed(short) < 1

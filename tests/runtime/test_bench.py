@@ -84,3 +84,51 @@ def test_unknown_backend_is_refused(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--preset", "fastvlm-tiny", "--backends", "tensorrt", "--cache", str(tmp_path)])
     assert e.value.code == 2
+
+
+def _write(root, files):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_build_key_covers_the_modules_a_build_imports_and_no_others(tmp_path, monkeypatch):
+    import runtime.bench as bench
+
+    _write(tmp_path, {
+        "export/__init__.py": "",
+        "export/build.py": "import json\nfrom models.vlm import VLM\n\ndef main():\n    from . import graphs\n",
+        "export/graphs.py": "from runtime import parity\n",
+        "export/onnx.py": "from .graphs import x\n",
+        "models/__init__.py": "",
+        "models/vlm.py": "from .plan import load_plan\n",
+        "models/plan.py": "import numpy\n",
+        "models/train.py": "from models.vlm import VLM\n",
+        "runtime/__init__.py": "",
+        "runtime/parity.py": "",
+        "runtime/bench.py": "from export import build\n",
+    })
+    monkeypatch.setattr(bench, "REPO", tmp_path)
+    got = {str(p.relative_to(tmp_path)) for p in bench.imported_sources(tmp_path / "export" / "build.py",
+                                                                        tmp_path / "export" / "onnx.py")}
+    assert got == {"export/__init__.py", "export/build.py", "export/graphs.py", "export/onnx.py", "models/__init__.py",
+                   "models/vlm.py", "models/plan.py", "runtime/__init__.py", "runtime/parity.py"}
+
+    def key():
+        return bench.build_key("fastvlm-tiny", {"name": "dense"}, 128, 64, "onnx")
+
+    first = key()
+    (tmp_path / "models" / "train.py").write_text("# edited\n")
+    (tmp_path / "runtime" / "bench.py").write_text("# edited\n")
+    assert key() == first
+    (tmp_path / "models" / "plan.py").write_text("import numpy  # edited\n")
+    assert key() != first
+    assert bench.build_key("fastvlm-tiny", {"name": "dense"}, 128, 64, "onnx-int8") != key()
+
+
+def test_int8_vision_needs_the_8da4w_builds(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--preset", "fastvlm-tiny", "--backends", "executorch", "--quant-vision", "int8",
+              "--cache", str(tmp_path)])
+    assert e.value.code == 2
+    assert "--quant 8da4w" in capsys.readouterr().err
