@@ -132,3 +132,21 @@ def test_int8_vision_needs_the_8da4w_builds(tmp_path, capsys):
               "--cache", str(tmp_path)])
     assert e.value.code == 2
     assert "--quant 8da4w" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_8da4w_with_int8_vision_is_measured_beside_fp32_and_the_stock_runner(tmp_path):
+    argv = ["--preset", "fastvlm-tiny", "--plans", "dense", "--backends", "executorch", "--prompt-tokens", "8",
+            "--new-tokens", "4", "--repeats", "1", "--quant", "8da4w", "--quant-vision", "int8",
+            "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "results.json")]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    fp32, quant = result["results"]
+    assert [(r["plan"], r["quant"], r["quant_vision"]) for r in (fp32, quant)] == [
+        ("dense", "none", "none"), ("dense+8da4w+vision-int8", "8da4w", "int8")]
+    assert quant["graph_bytes"] < fp32["graph_bytes"]
+    assert quant["vs_dense"]["ttft_speedup"] == pytest.approx(
+        fp32["timings"]["ttft_s"]["median"] / quant["timings"]["ttft_s"]["median"])
+    stock = result["stock_runner"]
+    assert stock["ours_decode_over_stock"] == pytest.approx(
+        fp32["timings"]["decode_tok_s"]["median"] / stock["timings"]["decode_tok_s"]["median"])
