@@ -78,7 +78,9 @@ class VisionPrefill(nn.Module):
         self.vlm = vlm
 
     def forward(self, embeds, start_pos):
-        return self.vlm.decoder.forward_vision(embeds, start_pos[0])
+        # A copy: under a plan whose vision layers are all cross, the states come back unchanged, and an
+        # ExecuTorch method that returns its own input lost the vision K/V it wrote (parity failed).
+        return self.vlm.decoder.forward_vision(embeds, start_pos[0]).clone()
 
 
 class SharedTextDecoder(nn.Module):
