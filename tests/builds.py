@@ -1,6 +1,7 @@
 """Builds shared by the export and runtime tests: the tiny default model under three plans, per target.
 
-Plans: dense; a mixed plan using full, cross, text, exit and a window; an STF projector with an exit.
+Plans: dense; a mixed plan using full, cross, text, exit and a window; an STF projector with an exit;
+cross in every layer (no layer updates the vision states).
 Each (target, plan) is built once per test session through `export/build.py`'s main().
 """
 
@@ -18,6 +19,7 @@ from models.vlm import VLM
 
 MIXED = {"name": "mixed", "layers": {"0": "full", "1": "cross", "2": "text", "3": "exit"}, "window": 1}
 STF_EXIT = {"name": "stf-exit", "layers": {"0-1": "full", "2": "exit"}}
+CROSS_ALL = {"name": "cross-all", "layers": {"0-3": "cross"}}
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +41,7 @@ def stf_checkpoint(tmp_path_factory) -> Path:
 def plan_files(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("plans")
     files = {}
-    for name, spec in (("mixed", MIXED), ("stf-exit", STF_EXIT)):
+    for name, spec in (("mixed", MIXED), ("stf-exit", STF_EXIT), ("cross-all", CROSS_ALL)):
         files[name] = d / f"{name}.json"
         files[name].write_text(json.dumps(spec))
     return files

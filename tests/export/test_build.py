@@ -79,6 +79,21 @@ def test_generate_through_graph_equals_torch(builds, target, plan):
 
 
 @pytest.mark.slow
+def test_all_cross_plan_keeps_parity_on_executorch(builds):
+    """No layer updates the vision states, so vision_prefill's output equals its input: the .pte must still
+    keep the vision K/V it wrote (it lost them while the method returned its input itself)."""
+    build = builds.get("executorch", "cross-all")
+    report = json.loads((build / "parity.json").read_text())
+    assert report["passed"] and report["tokens_match"], report
+    assert report["stages"]["prefill_logits"]["psnr_db"] >= FLOORS_DB["fp32"]
+    assert pte_vision_kv_layers(build) == {0, 1, 2, 3}
+    image = build / "golden" / "case1.png"
+    graph = Pipeline(build).generate(image, "What colour is the square?", max_new_tokens=8)
+    torch_ = Pipeline(build, backend="torch").generate(image, "What colour is the square?", max_new_tokens=8)
+    assert graph.ids == torch_.ids
+
+
+@pytest.mark.slow
 def test_text_only_question_through_a_planned_graph(builds):
     build = builds.get("onnx", "mixed")
     graph = Pipeline(build).generate(None, "Is there a red shape?", max_new_tokens=6)
