@@ -1,4 +1,4 @@
-"""Builds shared by the export and runtime tests: the tiny default model under three plans, per target.
+"""Builds shared by the export and runtime tests: the tiny default model under four plans, per target.
 
 Plans: dense; a mixed plan using full, cross, text, exit and a window; an STF projector with an exit;
 cross in every layer (no layer updates the vision states).
