@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import hashlib
 import json
 import resource
@@ -111,15 +112,20 @@ def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_s
     return next(p for p in out.glob("*") if (p / "manifest.json").is_file())
 
 
-def _check_plans(model: str, plans: list[str], image_size: int, max_seq_len: int) -> dict:
-    """{spec: resolved plan dict}: every plan must fit the model before the first (slow) build starts."""
+def _check_plans(model: str, plans: list[str], image_size: int) -> tuple[dict, int]:
+    """({spec: resolved plan dict}, tokens of the template before the image): every plan must fit the
+    model before the first (slow) build starts, and the KV capacity must hold the template."""
     from export.load import LoadError, load
     from models.vlm import resolve_plan
 
+    from .tokenizer import PromptTokenizer, TokenizerError
+
     try:
-        cfg = load(model, "dense", image_size, max_seq_len).vlm.cfg
-        return {spec: resolve_plan(cfg, spec).to_dict() for spec in plans}
-    except (LoadError, ValueError) as e:
+        loaded = load(model, "dense", image_size, None)
+        cfg = loaded.vlm.cfg
+        before, _ = PromptTokenizer(loaded.tokenizer, dataclasses.asdict(cfg.prompt)).encode_prompt("", with_image=True)
+        return {spec: resolve_plan(cfg, spec).to_dict() for spec in plans}, len(before)
+    except (LoadError, TokenizerError, ValueError) as e:
         raise BuildError(str(e)) from None
 
 
@@ -319,10 +325,10 @@ def run(args, log=print) -> dict:
 
     model = args.model or args.preset
     cache = Path(args.cache)
-    room = 48  # the template's text before the image, and the build's parity prompt (checked below)
+    plans, template = _check_plans(model, args.plans, args.image_size)
+    room = template + 32  # the template before the image; after it, and the build's parity prompt (checked below)
     max_seq_len = args.max_seq_len or -(-(room + args.prompt_tokens + args.new_tokens) // 32) * 32
     runs, rows, loaded, pipes = {}, [], {}, {}
-    plans = _check_plans(model, args.plans, args.image_size, max_seq_len)
     # first, while nothing big is loaded: at full size the programs alone take most of the memory
     log("[bench] roofline: GEMM peak per backend and memory bandwidth ...")
     peaks = {b: gemm_rate(b) for b in args.backends}

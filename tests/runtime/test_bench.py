@@ -150,3 +150,15 @@ def test_8da4w_with_int8_vision_is_measured_beside_fp32_and_the_stock_runner(tmp
     stock = result["stock_runner"]
     assert stock["ours_decode_over_stock"] == pytest.approx(
         fp32["timings"]["decode_tok_s"]["median"] / stock["timings"]["decode_tok_s"]["median"])
+
+
+@pytest.mark.slow
+def test_kv_capacity_holds_a_long_template(tmp_path):
+    """MobileVLM's LLaVA template takes 84 tokens before the image: the capacity follows it."""
+    argv = ["--preset", "mobilevlm-tiny", "--plans", "dense", "--backends", "onnxruntime", "--prompt-tokens", "8",
+            "--new-tokens", "4", "--repeats", "1", "--cache", str(tmp_path / "cache"),
+            "--json", str(tmp_path / "results.json")]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["prefix_tokens"] > 48
+    assert result["max_seq_len"] >= result["prefix_tokens"] + 8 + 4
