@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import CheckpointError, load_model
+from models.checkpoint import CheckpointError, load_config, load_model
 from models.config import PRESETS, preset
 from models.plan import PlanError
 from models.vlm import VLM
@@ -51,6 +51,19 @@ def load(model: str | None, plan: str | None, image_size: int | None, max_seq_le
     if not tok.is_file():
         raise LoadError(f"{tokenizer} has no tokenizer.json")
     return Loaded(vlm.eval(), source, tok, "shared" if vlm.plan.is_dense else "split")
+
+
+def load_model_config(model: str | None, image_size: int | None, max_seq_len: int | None):
+    """(config, tokenizer.json path) of what load() would build, without building it (no weights)."""
+    source = model or str(SHIPPED_MODEL_DIR)
+    if source in PRESETS:
+        return _resize(preset(source), image_size, max_seq_len), RANDOM_MODEL_DIR / "tokenizer.json"
+    if not Path(source).exists():
+        raise LoadError(f"--model {source}: no such directory and not a preset (presets: {', '.join(sorted(PRESETS))})")
+    try:
+        return _resize(load_config(source), image_size, max_seq_len), Path(source) / "tokenizer.json"
+    except CheckpointError as e:
+        raise LoadError(str(e)) from None
 
 
 def _preset_model(name: str, plan, image_size, max_seq_len) -> VLM:

@@ -115,15 +115,14 @@ def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_s
 def _check_plans(model: str, plans: list[str], image_size: int) -> tuple[dict, int]:
     """({spec: resolved plan dict}, tokens of the template before the image): every plan must fit the
     model before the first (slow) build starts, and the KV capacity must hold the template."""
-    from export.load import LoadError, load
+    from export.load import LoadError, load_model_config
     from models.vlm import resolve_plan
 
     from .tokenizer import PromptTokenizer, TokenizerError
 
     try:
-        loaded = load(model, "dense", image_size, None)
-        cfg = loaded.vlm.cfg
-        before, _ = PromptTokenizer(loaded.tokenizer, dataclasses.asdict(cfg.prompt)).encode_prompt("", with_image=True)
+        cfg, tokenizer = load_model_config(model, image_size, None)  # the config only: no full-size weights held
+        before, _ = PromptTokenizer(tokenizer, dataclasses.asdict(cfg.prompt)).encode_prompt("", with_image=True)
         return {spec: resolve_plan(cfg, spec).to_dict() for spec in plans}, len(before)
     except (LoadError, TokenizerError, ValueError) as e:
         raise BuildError(str(e)) from None
@@ -449,10 +448,13 @@ def main(argv=None) -> int:
     if args.repeats < 1 or args.prompt_tokens < 1 or args.new_tokens < 2:
         ap.error("--repeats >= 1, --prompt-tokens >= 1 and --new-tokens >= 2")
     if args.image_size is None:
-        from models.checkpoint import load_config
-        from models.config import preset
+        from export.load import LoadError, load_model_config
 
-        args.image_size = (preset(args.preset) if args.preset else load_config(args.model)).vision.image_size
+        try:
+            args.image_size = load_model_config(args.model or args.preset, None, None)[0].vision.image_size
+        except LoadError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     result, code = run_or_exit(run, args)
     if result is None:
         return code
