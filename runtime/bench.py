@@ -13,6 +13,10 @@ seeded random image, --prompt-tokens random ids, then exactly --new-tokens greed
 tokens do not stop it). Each backend also runs the dense build without an image: the text-only floor
 of prefill.
 
+--also MODEL=PLANS measures plans of a second model with the same decoder and prompt in the same loop,
+against the first model's dense build: its STF variant, say, where the vision tokens differ but the
+text-only floor is the same (rows are labelled PLAN@MODEL).
+
 Per (backend, plan), medians with min/max over --repeats runs taken A B A B ...: image encode,
 decoder prefill (every chunk but the image encoder), time to first token, decode tokens/s; and the
 graph files' size, the RSS the process grew by when the build was loaded, KV bytes and FLOPs from the
@@ -112,9 +116,9 @@ def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_s
     return next(p for p in out.glob("*") if (p / "manifest.json").is_file())
 
 
-def _check_plans(model: str, plans: list[str], image_size: int) -> tuple[dict, int]:
-    """({spec: resolved plan dict}, tokens of the template before the image): every plan must fit the
-    model before the first (slow) build starts, and the KV capacity must hold the template."""
+def _check_plans(model: str, plans: list[str], image_size: int):
+    """({spec: resolved plan dict}, tokens of the template before the image, config): every plan must
+    fit the model before the first (slow) build starts, and the KV capacity must hold the template."""
     from export.load import LoadError, load_model_config
     from models.vlm import resolve_plan
 
@@ -123,7 +127,7 @@ def _check_plans(model: str, plans: list[str], image_size: int) -> tuple[dict, i
     try:
         cfg, tokenizer = load_model_config(model, image_size, None)  # the config only: no full-size weights held
         before, _ = PromptTokenizer(tokenizer, dataclasses.asdict(cfg.prompt)).encode_prompt("", with_image=True)
-        return {spec: resolve_plan(cfg, spec).to_dict() for spec in plans}, len(before)
+        return {spec: resolve_plan(cfg, spec).to_dict() for spec in plans}, len(before), cfg
     except (LoadError, TokenizerError, ValueError) as e:
         raise BuildError(str(e)) from None
 
@@ -273,8 +277,12 @@ def stock_runner(build: Path, manifest: dict, before, pixels, after, new_tokens:
 
 
 def ratios(results: list[dict]) -> None:
-    """Adds, to every planned row, its speed-ups over the dense row of the same backend."""
-    dense = {r["backend"]: r for r in results if r["plan"] == "dense"}
+    """Adds, to every row, its speed-ups over the first dense row of the same backend (the main model's:
+    rows of an --also model are against it too)."""
+    dense = {}
+    for r in results:
+        if r["plan"] == "dense":
+            dense.setdefault(r["backend"], r)
     for r in results:
         d = dense.get(r["backend"])
         if d is None:
@@ -319,15 +327,32 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _models_and_plans(args) -> tuple[list[tuple[str, str, str]], dict, int]:
+    """[(model, plan spec, label suffix)] in measuring order (the main model first), {model: {spec: plan}}
+    and the template length. An --also model must share the main model's decoder and prompt, or its
+    rows could not be set against the main model's dense build and text-only floor."""
+    model = args.model or args.preset
+    plans, template, cfg = _check_plans(model, args.plans, args.image_size)
+    order, resolved = [(model, spec, "") for spec in args.plans], {model: plans}
+    for other, specs in args.also:
+        other_plans, _, other_cfg = _check_plans(other, specs, args.image_size)
+        if other_cfg.decoder != cfg.decoder or other_cfg.prompt != cfg.prompt:
+            raise BuildError(f"--also {other}: its decoder or prompt differs from {model}'s, so its rows cannot "
+                             f"be compared with {model}'s dense build")
+        resolved[other] = other_plans
+        order += [(other, spec, f"@{Path(other).name}") for spec in specs]
+    return order, resolved, template
+
+
 def run(args, log=print) -> dict:
     from .pipeline import Pipeline
 
     model = args.model or args.preset
     cache = Path(args.cache)
-    plans, template = _check_plans(model, args.plans, args.image_size)
+    order, plans, template = _models_and_plans(args)
     room = template + 32  # the template before the image; after it, and the build's parity prompt (checked below)
     max_seq_len = args.max_seq_len or -(-(room + args.prompt_tokens + args.new_tokens) // 32) * 32
-    runs, rows, loaded, pipes = {}, [], {}, {}
+    runs, rows, loaded, pipes, builds = {}, [], {}, {}, []
     # first, while nothing big is loaded: at full size the programs alone take most of the memory
     log("[bench] roofline: GEMM peak per backend and memory bandwidth ...")
     peaks = {b: gemm_rate(b) for b in args.backends}
@@ -337,17 +362,19 @@ def run(args, log=print) -> dict:
     for backend in args.backends:
         quants = ["none"] + ([args.quant] if args.quant and QUANT_TARGET[args.quant] == BACKEND_TARGET[backend]
                              and backend != "torch" else [])
-        for quant, plan_spec in ((q, p) for q in quants for p in args.plans):
-            build = ensure_build(model, plan_spec, plans, args.image_size, max_seq_len, BACKEND_TARGET[backend],
-                                 cache, log, quant, args.quant_vision if quant != "none" else "none")
-            manifest = load_manifest(build)
-            rss0 = rss_bytes()
-            pipe = Pipeline(build, backend=backend, manifest=manifest)
-            rss1 = rss_bytes()
-            label = f"{backend}:{manifest['plan']['name']}" + ("" if quant == "none" else f"+{quant}") + (
-                f"+vision-{manifest['quant_vision']}" if manifest.get("quant_vision", "none") != "none" else "")
-            pipes[label] = pipe
-            loaded[label] = (build, manifest, None if rss0 is None else rss1 - rss0)
+        for quant, (source, plan_spec, suffix) in ((q, o) for q in quants for o in order):
+            builds.append((backend, quant, source, suffix, ensure_build(
+                source, plan_spec, plans[source], args.image_size, max_seq_len, BACKEND_TARGET[backend], cache,
+                log, quant, args.quant_vision if quant != "none" else "none")))
+    for backend, quant, source, suffix, build in builds:  # loaded only once all are built: a build peaks at ~15 GB
+        manifest = load_manifest(build)
+        rss0 = rss_bytes()
+        pipe = Pipeline(build, backend=backend, manifest=manifest)
+        rss1 = rss_bytes()
+        label = f"{backend}:{manifest['plan']['name']}" + ("" if quant == "none" else f"+{quant}") + (
+            f"+vision-{manifest['quant_vision']}" if manifest.get("quant_vision", "none") != "none" else "") + suffix
+        pipes[label] = pipe
+        loaded[label] = (build, manifest, None if rss0 is None else rss1 - rss0, source)
     first = next(iter(pipes.values()))
     before, pixels, after = conversation(first, args.prompt_tokens)
     if len(before) + len(after) + args.new_tokens > first.capacity:
@@ -355,17 +382,18 @@ def run(args, log=print) -> dict:
                          f"{first.capacity}; raise --max-seq-len")
     for label, pipe in pipes.items():
         runs[label] = ours(pipe, before, pixels, after, args.new_tokens)
-        backend, plan = label.split(":")
+        backend, plan = label.split(":", 1)
         if plan == "dense":
             runs[f"{backend}:text-only"] = ours(pipe, before, None, after, args.new_tokens)
             if backend == "executorch" and args.stock_runner:
-                build, manifest, _ = loaded[label]
+                build, manifest, _, _ = loaded[label]
                 runs["executorch:stock-runner"] = stock_runner(build, manifest, before, pixels, after, args.new_tokens)
     timings = measure(runs, args.repeats, log)
-    for label, (build, manifest, grown) in loaded.items():
+    for label, (build, manifest, grown, source) in loaded.items():
         backend = label.split(":")[0]
         floor = timings.get(f"{backend}:text-only", {}).get("prefill_s", {}).get("median")
-        rows.append({"backend": backend, "plan": label.split(":", 1)[1], "quant": manifest.get("quant", "none"),
+        rows.append({"backend": backend, "plan": label.split(":", 1)[1], "model": source,
+                     "quant": manifest.get("quant", "none"),
                      "quant_vision": manifest.get("quant_vision", "none"),
                      "build": str(build),
                      "vision_tokens": manifest["kv"]["vision_tokens"], "timings": timings[label],
@@ -381,7 +409,7 @@ def run(args, log=print) -> dict:
         anchor = {"timings": stock, "ours_ttft_over_stock": mine["ttft_s"]["median"] / stock["ttft_s"]["median"],
                   "ours_decode_over_stock": mine["decode_tok_s"]["median"] / stock["decode_tok_s"]["median"]}
     roofline(rows, peaks, bandwidth)
-    return {"model": model, "image_size": args.image_size, "prefix_tokens": len(before),
+    return {"model": model, "also": [other for other, _ in args.also], "image_size": args.image_size, "prefix_tokens": len(before),
             "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "repeats": args.repeats,
             "max_seq_len": max_seq_len, "machine": machine(), "gemm_flops_per_s": peaks,
             "memory_bytes_per_s": bandwidth, "stock_runner": anchor, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -408,6 +436,9 @@ def parse_args(argv):
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity (default: what the run needs)")
     ap.add_argument("--plans", default="dense", help="comma-separated: dense and/or plan JSON files")
+    ap.add_argument("--also", action="append", default=[], metavar="MODEL=PLANS",
+                    help="plans (comma-separated) of another model with the same decoder, e.g. its STF variant, "
+                         "measured against this model's dense build; repeatable")
     ap.add_argument("--backends", default="executorch,onnxruntime", help="comma-separated: executorch, onnxruntime, torch")
     ap.add_argument("--quant", default=None, choices=("int8", "8da4w", "int4"),
                     help="also measure quantized builds of every plan on the backend of that scheme's target")
@@ -421,6 +452,13 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     args.plans = [p for p in args.plans.split(",") if p]
     args.backends = [b for b in args.backends.split(",") if b]
+    also = []
+    for item in args.also:
+        other, sep, specs = item.partition("=")
+        if not sep or not other or not [p for p in specs.split(",") if p]:
+            ap.error(f"--also {item!r}: expected MODEL=PLAN[,PLAN...]")
+        also.append((other, [p for p in specs.split(",") if p]))
+    args.also = also
     return ap, args
 
 

@@ -1,6 +1,7 @@
 """runtime/bench.py smoke run on the tiny preset: the JSON is complete and every ratio comes from the timings."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,38 @@ def test_kv_capacity_holds_a_long_template(tmp_path):
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["prefix_tokens"] > 48
     assert result["max_seq_len"] >= result["prefix_tokens"] + 8 + 4
+
+
+@pytest.mark.slow
+def test_an_stf_model_is_measured_against_the_main_dense_build(tmp_path):
+    """--also: the STF model's rows sit beside the dense model's and every ratio is against its dense build."""
+    root = Path(__file__).resolve().parents[2]
+    argv = ["--model", str(root / "checkpoints" / "foveate-tiny"), "--plans", "dense",
+            "--also", f"{root / 'checkpoints' / 'foveate-tiny-stf'}=dense,{root / 'plans' / 'tiny' / 'cross.json'}",
+            "--backends", "onnxruntime", "--prompt-tokens", "8", "--new-tokens", "4", "--repeats", "1",
+            "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "results.json")]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    dense, stf, stf_cross = result["results"]
+    assert [r["plan"] for r in result["results"]] == ["dense", "dense@foveate-tiny-stf", "cross@foveate-tiny-stf"]
+    assert stf["vision_tokens"] * 4 == dense["vision_tokens"]  # k = 2: a quarter of the tokens
+    for r in (stf, stf_cross):
+        v = r["vs_dense"]
+        assert v["prefill_speedup"] == pytest.approx(
+            dense["timings"]["prefill_s"]["median"] / r["timings"]["prefill_s"]["median"])
+        assert v["kv_ratio"] == pytest.approx(r["cost"]["kv_bytes_static"] / dense["cost"]["kv_bytes_static"])
+        assert v["kv_ratio"] < 1 and r["text_only_prefill_s"] == dense["text_only_prefill_s"]
+    assert stf_cross["cost"]["prefill_flops"] < stf["cost"]["prefill_flops"] < dense["cost"]["prefill_flops"]
+
+
+def test_also_needs_the_same_decoder(tmp_path, capsys):
+    code = main(["--preset", "fastvlm-tiny", "--also", "mobilevlm-tiny=dense", "--image-size", "224",
+                 "--backends", "onnxruntime",
+                 "--cache", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "decoder" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["--preset", "fastvlm-tiny", "--also", "fastvlm-tiny", "--cache", str(tmp_path / "cache")])
+    assert e.value.code == 2
