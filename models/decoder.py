@@ -81,14 +81,20 @@ class Attention(nn.Module):
         return apply_rope(k, cos, sin), v
 
     def scores(self, q, k, bias):
-        """Attention probabilities (1, H, T, S) for keys k (1, H_kv, S, D) under an additive bias."""
-        k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (1, H, S, D)
-        logits = (q @ k.transpose(-1, -2)) * self.head_dim ** -0.5 + bias
+        """Attention probabilities (1, H, T, S) for keys k (1, H_kv, S, D) under an additive bias.
+
+        The G = H / H_kv query heads that share a K/V head are stacked along the rows, (1, H_kv, G*T, D),
+        so one matmul per K/V head serves them all: the K/V cache is never copied G times (a repeat of
+        the whole cache per layer and step was a quarter of the exported decode step)."""
+        t = q.shape[2]
+        grouped = q.reshape(1, self.n_kv, -1, self.head_dim)  # heads h = kv * G + g, rows g * T + t
+        logits = (grouped @ k.transpose(-1, -2)).view(1, self.n_heads, t, -1) * self.head_dim ** -0.5 + bias
         return torch.softmax(logits.float(), dim=-1).to(q.dtype)
 
     def attend(self, q, k, v, bias):
         probs = self.scores(q, k, bias)
-        out = probs @ v.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (1, H, T, D)
+        t = q.shape[2]
+        out = (probs.reshape(1, self.n_kv, -1, probs.shape[-1]) @ v).view(1, self.n_heads, t, self.head_dim)
         return self.o_proj(out.transpose(1, 2).reshape(1, -1, self.n_heads * self.head_dim))
 
 
