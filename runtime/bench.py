@@ -278,7 +278,8 @@ def stock_runner(build: Path, manifest: dict, before, pixels, after, new_tokens:
 
 def ratios(results: list[dict]) -> None:
     """Adds, to every row, its speed-ups over the first dense row of the same backend (the main model's:
-    rows of an --also model are against it too)."""
+    rows of an --also model are against it too, quantized rows against the fp32 one). The share of vision
+    prefill time removed needs the text-only floor of the same weights, so a quantized row has none."""
     dense = {}
     for r in results:
         if r["plan"] == "dense":
@@ -290,20 +291,26 @@ def ratios(results: list[dict]) -> None:
         t = {m: r["timings"][m]["median"] for m in METRICS}
         td = {m: d["timings"][m]["median"] for m in METRICS}
         floor = r["text_only_prefill_s"]
+        same_weights = (r["quant"], r["quant_vision"]) == (d["quant"], d["quant_vision"])
         r["vs_dense"] = {
             "prefill_speedup": td["prefill_s"] / t["prefill_s"],
             "ttft_speedup": td["ttft_s"] / t["ttft_s"],
             "decode_ratio": t["decode_tok_s"] / td["decode_tok_s"] if td["decode_tok_s"] else None,
             "vision_prefill_time_removed": (td["prefill_s"] - t["prefill_s"]) / (td["prefill_s"] - floor)
-            if td["prefill_s"] > floor else None,
+            if same_weights and td["prefill_s"] > floor else None,
             "kv_ratio": r["cost"]["kv_bytes_static"] / d["cost"]["kv_bytes_static"],
             "ttft_bound_s": t["image_encode_s"] + t["prefill_s"],
         }
 
 
 def roofline(results: list[dict], peaks: dict, bandwidth: float) -> None:
+    """Prefill FLOP rate over the fp32 GEMM peak, decode bytes (fp32 parameters + filled KV) per second over
+    the memory bandwidth. Neither holds for a quantized row (other kernels, fewer bytes): it gets None."""
     for r in results:
         t = r["timings"]
+        if r["quant"] != "none" or r["quant_vision"] != "none":
+            r["roofline"] = None
+            continue
         prefill_rate = r["cost"]["prefill_flops"] / t["prefill_s"]["median"]
         decode_rate = r["cost"]["decode_bytes_per_token"] * t["decode_tok_s"]["median"]
         r["roofline"] = {"prefill_flops_per_s": prefill_rate, "prefill_of_gemm_peak": prefill_rate / peaks[r["backend"]],
@@ -321,8 +328,10 @@ def table(results: list[dict]) -> str:
                  f"{t['prefill_s']['median'] * 1e3:.1f}", f"{t['ttft_s']['median'] * 1e3:.1f}",
                  f"{t['decode_tok_s']['median']:.1f}", f"{v.get('prefill_speedup', 1.0):.2f}",
                  "-" if removed is None else f"{100 * removed:.0f}%", f"{r['cost']['kv_bytes_static'] / 2 ** 20:.1f}",
-                 f"{r['graph_bytes'] / 1e6:.1f}", f"{100 * r['roofline']['prefill_of_gemm_peak']:.1f}",
-                 f"{100 * r['roofline']['decode_of_bandwidth']:.1f}"]
+                 f"{r['graph_bytes'] / 1e6:.1f}"]
+        roof = r["roofline"]
+        cells += ["-", "-"] if roof is None else [f"{100 * roof['prefill_of_gemm_peak']:.1f}",
+                                                  f"{100 * roof['decode_of_bandwidth']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -44,6 +44,8 @@ def test_ratios_and_roofline_come_from_the_timings(bench):
     assert dense_int8["vs_dense"]["prefill_speedup"] == pytest.approx(
         dense["timings"]["prefill_s"]["median"] / dense_int8["timings"]["prefill_s"]["median"])
     assert dense_int8["graph_bytes"] < dense["graph_bytes"]
+    # the text-only floor and the roofline are the fp32 weights': a quantized row has neither
+    assert dense_int8["vs_dense"]["vision_prefill_time_removed"] is None and dense_int8["roofline"] is None
     med = {k: {m: r["timings"][m]["median"] for m in r["timings"]} for k, r in (("d", dense), ("p", plan))}
     v = plan["vs_dense"]
     assert v["prefill_speedup"] == pytest.approx(med["d"]["prefill_s"] / med["p"]["prefill_s"])
