@@ -344,11 +344,11 @@ def _models_and_plans(args) -> tuple[list[tuple[str, str, str]], dict, int]:
     plans, template, cfg = _check_plans(model, args.plans, args.image_size)
     order, resolved = [(model, spec, "") for spec in args.plans], {model: plans}
     for other, specs in args.also:
-        other_plans, _, other_cfg = _check_plans(other, specs, args.image_size)
+        _, _, other_cfg = _check_plans(other, [], None)  # at its own image size: the main one may not fit it
         if other_cfg.decoder != cfg.decoder or other_cfg.prompt != cfg.prompt:
             raise BuildError(f"--also {other}: its decoder or prompt differs from {model}'s, so its rows cannot "
                              f"be compared with {model}'s dense build")
-        resolved[other] = other_plans
+        resolved[other] = _check_plans(other, specs, args.image_size)[0]
         order += [(other, spec, f"@{Path(other).name}") for spec in specs]
     return order, resolved, template
 

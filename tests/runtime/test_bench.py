@@ -190,8 +190,7 @@ def test_an_stf_model_is_measured_against_the_main_dense_build(tmp_path):
 
 
 def test_also_needs_the_same_decoder(tmp_path, capsys):
-    code = main(["--preset", "fastvlm-tiny", "--also", "mobilevlm-tiny=dense", "--image-size", "224",
-                 "--backends", "onnxruntime",
+    code = main(["--preset", "fastvlm-tiny", "--also", "mobilevlm-tiny=dense", "--backends", "onnxruntime",
                  "--cache", str(tmp_path / "cache")])
     assert code == 2
     err = capsys.readouterr().err.strip()
