@@ -24,6 +24,8 @@ cost model. Against dense: prefill and TTFT speed-ups, and the share of the visi
 prefill time removed, (dense - plan) / (dense - text only). Roofline: this machine's fp32 GEMM rate
 through each backend (a 2048 x 2048 linear) and its memory bandwidth (a large copy); prefill reaches
 FLOPs / time of the former, decode (parameter + KV bytes read per token) / time of the latter.
+Quantized rows are set against the fp32 dense build for speed-ups only: the text-only floor and the
+roofline are the fp32 weights', so those columns read "-".
 Exit codes: 0 measured; 2 bad input; 3 a build failed.
 """
 
