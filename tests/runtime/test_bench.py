@@ -139,8 +139,9 @@ def test_int8_vision_needs_the_8da4w_builds(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_8da4w_with_int8_vision_is_measured_beside_fp32_and_the_stock_runner(tmp_path):
+    # enough decode steps for the stock runner's millisecond clock to see them on the tiny model
     argv = ["--preset", "fastvlm-tiny", "--plans", "dense", "--backends", "executorch", "--prompt-tokens", "8",
-            "--new-tokens", "4", "--repeats", "1", "--quant", "8da4w", "--quant-vision", "int8",
+            "--new-tokens", "32", "--repeats", "1", "--quant", "8da4w", "--quant-vision", "int8",
             "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "results.json")]
     assert main(argv) == 0
     result = json.loads((tmp_path / "results.json").read_text())
