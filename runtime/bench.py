@@ -278,6 +278,10 @@ def stock_runner(build: Path, manifest: dict, before, pixels, after, new_tokens:
     return run
 
 
+def quantized(row: dict) -> bool:
+    return (row["quant"], row["quant_vision"]) != ("none", "none")
+
+
 def ratios(results: list[dict]) -> None:
     """Adds, to every row, its speed-ups over the first dense row of the same backend (the main model's:
     rows of an --also model are against it too, quantized rows against the fp32 one). The share of vision
@@ -293,13 +297,12 @@ def ratios(results: list[dict]) -> None:
         t = {m: r["timings"][m]["median"] for m in METRICS}
         td = {m: d["timings"][m]["median"] for m in METRICS}
         floor = r["text_only_prefill_s"]
-        same_weights = (r["quant"], r["quant_vision"]) == (d["quant"], d["quant_vision"])
         r["vs_dense"] = {
             "prefill_speedup": td["prefill_s"] / t["prefill_s"],
             "ttft_speedup": td["ttft_s"] / t["ttft_s"],
             "decode_ratio": t["decode_tok_s"] / td["decode_tok_s"] if td["decode_tok_s"] else None,
             "vision_prefill_time_removed": (td["prefill_s"] - t["prefill_s"]) / (td["prefill_s"] - floor)
-            if same_weights and td["prefill_s"] > floor else None,
+            if not quantized(r) and td["prefill_s"] > floor else None,
             "kv_ratio": r["cost"]["kv_bytes_static"] / d["cost"]["kv_bytes_static"],
             "ttft_bound_s": t["image_encode_s"] + t["prefill_s"],
         }
@@ -310,7 +313,7 @@ def roofline(results: list[dict], peaks: dict, bandwidth: float) -> None:
     the memory bandwidth. Neither holds for a quantized row (other kernels, fewer bytes): it gets None."""
     for r in results:
         t = r["timings"]
-        if r["quant"] != "none" or r["quant_vision"] != "none":
+        if quantized(r):
             r["roofline"] = None
             continue
         prefill_rate = r["cost"]["prefill_flops"] / t["prefill_s"]["median"]
