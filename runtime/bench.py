@@ -5,8 +5,10 @@
     python -m runtime.bench --preset fastvlm-tiny --plans dense,PLAN.json --backends onnxruntime,torch
 
 Builds come from export/build.py and are cached under --cache by a hash of what defines them (model,
-plan, sizes, target, quantization, and the source of every repository module the build imports). With
---quant 8da4w, --quant-vision int8 gives the quantized builds an int8 vision encoder too.
+plan, sizes, target, quantization, and the source of every repository module the build imports); before
+building, the least recently used entries this run does not need go until the cache holds at most
+--cache-max-gb. With --quant 8da4w, --quant-vision int8 gives the quantized builds an int8 vision
+encoder too.
 
 The conversation is synthetic and the same for every run: the template's text before the image, a
 seeded random image, --prompt-tokens random ids, then exactly --new-tokens greedy decode steps (stop
@@ -36,7 +38,9 @@ import ast
 import dataclasses
 import hashlib
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -49,6 +53,7 @@ from .manifest import BuildError, load_manifest
 REPO = Path(__file__).resolve().parents[1]
 BACKEND_TARGET = {"executorch": "executorch", "onnxruntime": "onnx", "torch": "onnx"}  # torch runs a build's weights
 METRICS = ("image_encode_s", "prefill_s", "ttft_s", "decode_tok_s")
+CACHE_MAX_GB = 20.0  # a full-size fp32 FastVLM-0.5B build is ~3 GB
 
 
 PACKAGES = ("models", "export", "runtime", "data")  # the repository's own top-level packages
@@ -92,6 +97,12 @@ def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target:
     return h.hexdigest()[:16]
 
 
+def entry_key(model: str, plan: dict, image_size: int, max_seq_len: int, target: str, quant: str = "none",
+              quant_vision: str = "none") -> str:
+    suffix = ("" if quant == "none" else f"-{quant}") + ("" if quant_vision == "none" else f"-vision{quant_vision}")
+    return build_key(model, plan, image_size, max_seq_len, target + suffix)
+
+
 def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_seq_len: int, target: str,
                  cache: Path, log=print, quant: str = "none", quant_vision: str = "none") -> Path:
     """The cached build directory, built first when absent. A quantized build of a preset (random
@@ -100,10 +111,10 @@ def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_s
     Each build runs in a process of its own: lowering a full-size model leaves the Python heap at
     its peak (~20 GB), which the measuring process must not carry into loading the programs."""
     plan = plans[plan_spec]
-    suffix = ("" if quant == "none" else f"-{quant}") + ("" if quant_vision == "none" else f"-vision{quant_vision}")
-    out = cache / build_key(model, plan, image_size, max_seq_len, target + suffix)
+    out = cache / entry_key(model, plan, image_size, max_seq_len, target, quant, quant_vision)
     built = [p for p in out.glob("*") if (p / "manifest.json").is_file()] if out.is_dir() else []
     if built:
+        os.utime(out)  # the cache forgets the least recently used builds first
         return built[0]
     log(f"[bench] building {target} with plan {plan['name']!r} into {out} ...")
     argv = ["--target", target, "--model", model, "--plan", plan_spec, "--image-size", str(image_size),
@@ -116,6 +127,31 @@ def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_s
     if code != 0:
         raise RuntimeError(f"python export/build.py {' '.join(argv)} failed (exit {code})")
     return next(p for p in out.glob("*") if (p / "manifest.json").is_file())
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def prune_cache(cache: Path, keep: set[str], max_bytes: int, log=print) -> None:
+    """Remove the least recently used entries of `cache` (one directory per build key) other than `keep`
+    until the cache holds at most `max_bytes`. Every source edit a build imports changes its key, so
+    without this a full-size cache only grows (a few GB per build); the entries in `keep` stay even when
+    they alone exceed the bound."""
+    if not cache.is_dir():
+        return
+    entries = [(e.stat().st_mtime, e, tree_bytes(e)) for e in cache.iterdir() if e.is_dir()]
+    total = sum(size for _, _, size in entries)
+    for _, entry, size in sorted(entries, key=lambda t: t[0]):
+        if total <= max_bytes:
+            break
+        if entry.name in keep:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        total -= size
+        log(f"[cache] removed {entry.name} ({size / 1e9:.1f} GB, least recently used)")
+    if total > max_bytes:
+        log(f"[cache] this run's builds alone hold {total / 1e9:.1f} GB (bound {max_bytes / 1e9:.0f} GB)")
 
 
 def _check_plans(model: str, plans: list[str], image_size: int):
@@ -373,13 +409,19 @@ def run(args, log=print) -> dict:
     bandwidth = memory_bandwidth()
     from export.build import QUANT_TARGET
 
+    wanted = []
     for backend in args.backends:
         quants = ["none"] + ([args.quant] if args.quant and QUANT_TARGET[args.quant] == BACKEND_TARGET[backend]
                              and backend != "torch" else [])
-        for quant, (source, plan_spec, suffix) in ((q, o) for q in quants for o in order):
-            builds.append((backend, quant, source, suffix, ensure_build(
-                source, plan_spec, plans[source], args.image_size, max_seq_len, BACKEND_TARGET[backend], cache,
-                log, quant, args.quant_vision if quant != "none" else "none")))
+        wanted += [(backend, q, source, spec, suffix, args.quant_vision if q != "none" else "none")
+                   for q in quants for source, spec, suffix in order]
+    prune_cache(cache, {entry_key(source, plans[source][spec], args.image_size, max_seq_len, BACKEND_TARGET[backend],
+                                  quant, qv) for backend, quant, source, spec, _, qv in wanted},
+                int(args.cache_max_gb * 1e9), log)
+    for backend, quant, source, plan_spec, suffix, quant_vision in wanted:
+        builds.append((backend, quant, source, suffix, ensure_build(
+            source, plan_spec, plans[source], args.image_size, max_seq_len, BACKEND_TARGET[backend], cache,
+            log, quant, quant_vision)))
     for backend, quant, source, suffix, build in builds:  # loaded only once all are built: a build peaks at ~15 GB
         manifest = load_manifest(build)
         rss0 = rss_bytes()
@@ -433,7 +475,6 @@ def run(args, log=print) -> dict:
 
 
 def machine() -> dict:
-    import os
     import platform
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -464,6 +505,9 @@ def parse_args(argv):
     ap.add_argument("--no-stock-runner", dest="stock_runner", action="store_false",
                     help="do not time ExecuTorch's MultimodalRunner on the dense .pte")
     ap.add_argument("--cache", default=str(REPO / "build" / "bench"), help="build cache directory")
+    ap.add_argument("--cache-max-gb", type=float, default=CACHE_MAX_GB,
+                    help=f"before building, remove the least recently used cached builds this run does not use "
+                         f"until the cache holds at most this much (default: {CACHE_MAX_GB:g})")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     args.plans = [p for p in args.plans.split(",") if p]

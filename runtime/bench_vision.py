@@ -8,7 +8,8 @@ int8 is what can make it faster. For every size this builds the `vision_encoder`
 (image -> projected vision tokens) twice: fp32, and int8 as `export/build.py --quant-vision int8`
 makes it (per-channel symmetric weights, per-tensor activations calibrated on training images of
 the shapes task). Each is lowered to its own one-method `.pte`, cached under --cache by a hash of
-the model, the size, the scheme and the source that builds it. The timings are medians with
+the model, the size, the scheme and the source that builds it (bounded as runtime.bench bounds it,
+--cache-max-gb). The timings are medians with
 min/max over --repeats runs taken A B A B ... in one process, so the fp32/int8 ratio of a size
 comes from one run. Also reported: the encoder's FLOPs (cost model), the `.pte` sizes and the cosine
 of the int8 output to the fp32 output on a task image.
@@ -23,12 +24,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .bench import machine, measure, run_or_exit
+from .bench import CACHE_MAX_GB, machine, measure, prune_cache, run_or_exit
 from .manifest import BuildError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +65,7 @@ def build_encoder(vlm, scheme: str, calibration_images: int, path: Path, log=pri
     from export.executorch import export_vision_encoder, lower
 
     if path.is_file():
+        os.utime(path.parent)  # the cache forgets the least recently used entries first
         return path
     log(f"[bench_vision] building the {scheme} encoder at {vlm.cfg.vision.image_size} px into {path} ...")
     t0 = time.perf_counter()
@@ -130,7 +133,7 @@ def run(args, log=print) -> dict:
 
     model = args.model or args.preset
     cache = Path(args.cache)
-    runners, rows = {}, []
+    runners, rows, used = {}, [], set()
     for size in args.image_sizes:
         vlm = load_vlm(model, size)
         pixels = task_pixels(vlm)
@@ -138,6 +141,8 @@ def run(args, log=print) -> dict:
                "encoder_flops": estimate(vlm.cfg, "dense", 1, 1).vision_encoder_flops, "pte_bytes": {}, "files": {}}
         for scheme in SCHEMES:
             key = encoder_key(model, row["image_size"], scheme, args.calibration_images)
+            used.add(key)
+            prune_cache(cache, used, int(args.cache_max_gb * 1e9), log)
             try:
                 path = build_encoder(vlm, scheme, args.calibration_images, cache / key / f"vision-{scheme}.pte", log)
             except Exception as e:  # noqa: BLE001 (any export/lowering failure of the backend: one line, exit 3)
@@ -187,6 +192,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for ExecuTorch's threadpool and torch (default: one per core)")
     ap.add_argument("--cache", default=str(REPO / "build" / "bench"), help="build cache directory")
+    ap.add_argument("--cache-max-gb", type=float, default=CACHE_MAX_GB,
+                    help=f"before each build, remove the least recently used cached entries this run does not use "
+                         f"until the cache holds at most this much (default: {CACHE_MAX_GB:g})")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     try:

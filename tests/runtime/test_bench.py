@@ -1,6 +1,7 @@
 """runtime/bench.py smoke run on the tiny preset: the JSON is complete and every ratio comes from the timings."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,30 @@ def test_builds_are_cached_by_content(bench, capsys):
     tmp, argv, _ = bench
     before = sorted(p.name for p in (tmp / "cache").iterdir())
     assert len(before) == 4  # dense and the plan, fp32 and int8
-    assert main(argv) == 0
-    assert "[bench] building" not in capsys.readouterr().out
+    stale = tmp / "cache" / "0123456789abcdef"  # a build of an older source: this run does not need it
+    stale.mkdir()
+    (stale / "model.pte").write_bytes(bytes(1000))
+    assert main(argv + ["--cache-max-gb", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "[bench] building" not in out and "removed 0123456789abcdef" in out
     assert sorted(p.name for p in (tmp / "cache").iterdir()) == before
+
+
+def test_the_cache_forgets_the_least_recently_used_entries_a_run_does_not_need(tmp_path):
+    from runtime.bench import prune_cache
+
+    for i, name in enumerate(["old", "mid", "new", "needed"]):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.pte").write_bytes(bytes(100))
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    os.utime(tmp_path / "needed", (1, 1))  # the oldest, but this run needs it
+    said = []
+    prune_cache(tmp_path, {"needed"}, 250, log=said.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["needed", "new"]
+    assert [m.split()[2] for m in said] == ["old", "mid"]
+    prune_cache(tmp_path, {"needed", "new"}, 0, log=said.append)  # what a run needs stays, over the bound too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["needed", "new"]
+    assert "alone hold" in said[-1]
 
 
 def test_a_plan_that_does_not_fit_fails_before_any_build(tmp_path, capsys):
