@@ -99,6 +99,7 @@ def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target:
 
 def entry_key(model: str, plan: dict, image_size: int, max_seq_len: int, target: str, quant: str = "none",
               quant_vision: str = "none") -> str:
+    """The cache entry's name of a build: its key, the quantization part of its target."""
     suffix = ("" if quant == "none" else f"-{quant}") + ("" if quant_vision == "none" else f"-vision{quant_vision}")
     return build_key(model, plan, image_size, max_seq_len, target + suffix)
 
@@ -545,6 +546,8 @@ def main(argv=None) -> int:
         ap.error("--quant-vision int8 goes with --quant 8da4w (the executorch builds)")
     if args.repeats < 1 or args.prompt_tokens < 1 or args.new_tokens < 2:
         ap.error("--repeats >= 1, --prompt-tokens >= 1 and --new-tokens >= 2")
+    if args.cache_max_gb < 0:
+        ap.error("--cache-max-gb must be >= 0")
     if args.image_size is None:
         from export.load import LoadError, load_model_config
 

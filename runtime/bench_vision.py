@@ -9,9 +9,8 @@ int8 is what can make it faster. For every size this builds the `vision_encoder`
 makes it (per-channel symmetric weights, per-tensor activations calibrated on training images of
 the shapes task). Each is lowered to its own one-method `.pte`, cached under --cache by a hash of
 the model, the size, the scheme and the source that builds it (bounded as runtime.bench bounds it,
---cache-max-gb). The timings are medians with
-min/max over --repeats runs taken A B A B ... in one process, so the fp32/int8 ratio of a size
-comes from one run. Also reported: the encoder's FLOPs (cost model), the `.pte` sizes and the cosine
+--cache-max-gb). The timings are medians with min/max over --repeats runs taken A B A B ... in one
+process, so the fp32/int8 ratio of a size comes from one run. Also reported: the encoder's FLOPs (cost model), the `.pte` sizes and the cosine
 of the int8 output to the fp32 output on a task image.
 
 Accuracy of the int8 encoder on the default model's test split is `runtime.evaluate` on a build
@@ -203,6 +202,8 @@ def main(argv=None) -> int:
         ap.error(f"--image-sizes takes comma-separated integers, not {args.image_sizes!r}")
     if args.repeats < 1 or args.calibration_images < 1 or (args.threads is not None and args.threads < 1):
         ap.error("--repeats, --calibration-images and --threads must be at least 1")
+    if args.cache_max_gb < 0:
+        ap.error("--cache-max-gb must be >= 0")
     if args.threads:
         set_threads(args.threads)
     result, code = run_or_exit(run, args)

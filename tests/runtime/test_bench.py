@@ -111,6 +111,13 @@ def test_unknown_backend_is_refused(tmp_path):
     assert e.value.code == 2
 
 
+def test_a_negative_cache_bound_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--preset", "fastvlm-tiny", "--cache-max-gb", "-1", "--cache", str(tmp_path / "cache")])
+    assert e.value.code == 2 and "--cache-max-gb" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
 def _write(root, files):
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
