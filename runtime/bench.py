@@ -105,14 +105,14 @@ def entry_key(model: str, plan: dict, image_size: int, max_seq_len: int, target:
 
 
 def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_seq_len: int, target: str,
-                 cache: Path, log=print, quant: str = "none", quant_vision: str = "none") -> Path:
+                 out: Path, log=print, quant: str = "none", quant_vision: str = "none") -> Path:
     """The cached build directory, built first when absent. A quantized build of a preset (random
     weights) skips parity: the fidelity floor means nothing without trained weights (README).
 
     Each build runs in a process of its own: lowering a full-size model leaves the Python heap at
-    its peak (~20 GB), which the measuring process must not carry into loading the programs."""
+    its peak (~20 GB), which the measuring process must not carry into loading the programs. `out` is
+    the build's cache entry (`entry_key`)."""
     plan = plans[plan_spec]
-    out = cache / entry_key(model, plan, image_size, max_seq_len, target, quant, quant_vision)
     built = [p for p in out.glob("*") if (p / "manifest.json").is_file()] if out.is_dir() else []
     if built:
         os.utime(out)  # the cache forgets the least recently used builds first
@@ -414,14 +414,15 @@ def run(args, log=print) -> dict:
     for backend in args.backends:
         quants = ["none"] + ([args.quant] if args.quant and QUANT_TARGET[args.quant] == BACKEND_TARGET[backend]
                              and backend != "torch" else [])
-        wanted += [(backend, q, source, spec, suffix, args.quant_vision if q != "none" else "none")
-                   for q in quants for source, spec, suffix in order]
-    prune_cache(cache, {entry_key(source, plans[source][spec], args.image_size, max_seq_len, BACKEND_TARGET[backend],
-                                  quant, qv) for backend, quant, source, spec, _, qv in wanted},
-                int(args.cache_max_gb * 1e9), log)
-    for backend, quant, source, plan_spec, suffix, quant_vision in wanted:
+        for quant, (source, spec, suffix) in ((q, o) for q in quants for o in order):
+            quant_vision = args.quant_vision if quant != "none" else "none"
+            key = entry_key(source, plans[source][spec], args.image_size, max_seq_len, BACKEND_TARGET[backend],
+                            quant, quant_vision)
+            wanted.append((backend, quant, source, spec, suffix, quant_vision, key))
+    prune_cache(cache, {w[-1] for w in wanted}, int(args.cache_max_gb * 1e9), log)
+    for backend, quant, source, plan_spec, suffix, quant_vision, key in wanted:
         builds.append((backend, quant, source, suffix, ensure_build(
-            source, plan_spec, plans[source], args.image_size, max_seq_len, BACKEND_TARGET[backend], cache,
+            source, plan_spec, plans[source], args.image_size, max_seq_len, BACKEND_TARGET[backend], cache / key,
             log, quant, quant_vision)))
     for backend, quant, source, suffix, build in builds:  # loaded only once all are built: a build peaks at ~15 GB
         manifest = load_manifest(build)

@@ -10,8 +10,8 @@ makes it (per-channel symmetric weights, per-tensor activations calibrated on tr
 the shapes task). Each is lowered to its own one-method `.pte`, cached under --cache by a hash of
 the model, the size, the scheme and the source that builds it (bounded as runtime.bench bounds it,
 --cache-max-gb). The timings are medians with min/max over --repeats runs taken A B A B ... in one
-process, so the fp32/int8 ratio of a size comes from one run. Also reported: the encoder's FLOPs (cost model), the `.pte` sizes and the cosine
-of the int8 output to the fp32 output on a task image.
+process, so the fp32/int8 ratio of a size comes from one run. Also reported: the encoder's FLOPs
+(cost model), the `.pte` sizes and the cosine of the int8 output to the fp32 output on a task image.
 
 Accuracy of the int8 encoder on the default model's test split is `runtime.evaluate` on a build
 made with `--quant-vision int8` (README, quantization). Exit codes: 0 measured; 2 bad input; 3 a
@@ -141,9 +141,11 @@ def run(args, log=print) -> dict:
         for scheme in SCHEMES:
             key = encoder_key(model, row["image_size"], scheme, args.calibration_images)
             used.add(key)
-            prune_cache(cache, used, int(args.cache_max_gb * 1e9), log)
+            path = cache / key / f"vision-{scheme}.pte"
+            if not path.is_file():  # room for the build
+                prune_cache(cache, used, int(args.cache_max_gb * 1e9), log)
             try:
-                path = build_encoder(vlm, scheme, args.calibration_images, cache / key / f"vision-{scheme}.pte", log)
+                path = build_encoder(vlm, scheme, args.calibration_images, path, log)
             except Exception as e:  # noqa: BLE001 (any export/lowering failure of the backend: one line, exit 3)
                 raise RuntimeError(f"building the {scheme} encoder at {size} px failed: "
                                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
