@@ -42,7 +42,7 @@ def manifest(name: str, target: str, dtype: str, vlm: VLM, layout: str, source: 
         "weights": "weights",
         "plan": vlm.plan.to_dict(),
         "kv_layout": layout,
-        "image": image_section(cfg),
+        "image": cfg.image_spec(),
         "prompt": {"before_image": cfg.prompt.before_image, "after_image": cfg.prompt.after_image,
                    "image_token": cfg.prompt.image_token, "stop_tokens": list(cfg.prompt.stop_tokens),
                    "stop_ids": stop_ids},
@@ -54,13 +54,6 @@ def manifest(name: str, target: str, dtype: str, vlm: VLM, layout: str, source: 
         "golden": "golden.json",
         "cost": "cost.json",
     }
-
-
-def image_section(cfg: ModelConfig) -> dict:
-    im = cfg.image
-    return {"size": cfg.vision.image_size, "resize_mode": im.resize_mode, "pad_color": list(im.pad_color),
-            "mean": list(im.mean), "std": list(im.std), "channel_order": im.channel_order, "resample": "bicubic",
-            "scale": 1 / 255, "layout": "NCHW", "dtype": "float32"}
 
 
 def kv_section(cfg: ModelConfig, plan: Plan, layout: str) -> dict:

@@ -78,10 +78,9 @@ class Item:
 
 
 def prepare(vlm: VLM, tokenizer, samples, progress: bool = True) -> list[Item]:
-    from export.artifacts import image_section
     from runtime.image import preprocess
 
-    spec = image_section(vlm.cfg)
+    spec = vlm.cfg.image_spec()
     items = []
     with torch.no_grad():
         for s in tqdm(samples, desc="encode images", disable=not progress, file=sys.stderr):

@@ -45,9 +45,7 @@ def calibration_pixels(vlm: VLM, n: int = 32) -> list[torch.Tensor]:
     from data.shapes import render, scene_questions
     from runtime.image import preprocess
 
-    from .artifacts import image_section
-
-    spec = image_section(vlm.cfg)
+    spec = vlm.cfg.image_spec()
     return [torch.from_numpy(preprocess(render(scene_questions("train", i)[0]), spec)) for i in range(n)]
 
 

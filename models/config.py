@@ -115,6 +115,13 @@ class ModelConfig:
     def num_vision_tokens(self) -> int:
         return self.vision_grid * self.vision_grid
 
+    def image_spec(self) -> dict:
+        """The preprocessing spec (the manifest's image section; runtime/image.py and the apps follow it)."""
+        im = self.image
+        return {"size": self.vision.image_size, "resize_mode": im.resize_mode, "pad_color": list(im.pad_color),
+                "mean": list(im.mean), "std": list(im.std), "channel_order": im.channel_order,
+                "resample": "bicubic", "scale": 1 / 255, "layout": "NCHW", "dtype": "float32"}
+
     def replace(self, **parts) -> "ModelConfig":
         """Swap nested fields: replace(vision={"image_size": 384}, decoder={"max_seq_len": 512})."""
         new = {}

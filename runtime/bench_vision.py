@@ -101,11 +101,10 @@ def _runner(path: Path, pixels):
 def task_pixels(vlm) -> np.ndarray:
     """A test-split image of the shapes task, preprocessed for this encoder (not a calibration image)."""
     from data.shapes import render, scene_questions
-    from export.artifacts import image_section
 
     from .image import preprocess
 
-    return preprocess(render(scene_questions("test", 0)[0]), image_section(vlm.cfg))
+    return preprocess(render(scene_questions("test", 0)[0]), vlm.cfg.image_spec())
 
 
 def cosine(a, b) -> float:

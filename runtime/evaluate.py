@@ -114,12 +114,11 @@ def run_vlm(vlm, tok, items, name: str) -> Run:
     """Answer every item with a loaded VLM (its plan) and tokenizer."""
     import torch
 
-    from export.artifacts import image_section
     from models.cost import estimate
 
     from .image import preprocess
 
-    spec = image_section(vlm.cfg)
+    spec = vlm.cfg.image_spec()
     answers, logits, prompt_lens = [], [], []
     for i, s in enumerate(items, 1):
         before, after = tok.encode_prompt(s.question)

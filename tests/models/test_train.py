@@ -4,7 +4,6 @@ import numpy as np
 import torch
 
 from data.shapes import samples
-from export.artifacts import image_section
 from models.train import (Batcher, init_weights, pixels_of, sequence_logits, task_config, task_tokenizer, train)
 from models.vlm import VLM, Cursor
 from runtime.image import preprocess
@@ -55,7 +54,7 @@ def test_targets_are_the_answer_and_the_stop_token():
 def test_training_pixels_are_the_runtime_preprocessing():
     cfg = task_config(512)
     s = samples("test", "easy", 1)[0]
-    expected = preprocess(s.image, image_section(cfg))
+    expected = preprocess(s.image, cfg.image_spec())
     np.testing.assert_array_equal(pixels_of([s.image]).numpy(), expected)
 
 
