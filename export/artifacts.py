@@ -13,6 +13,7 @@ import numpy as np
 from models.config import ModelConfig
 from models.cost import estimate
 from models.plan import Plan
+from models.protocol import KVLayout
 from models.vlm import VLM
 from runtime.manifest import SCHEMA_VERSION
 
@@ -21,10 +22,11 @@ from . import graphs
 GOLDEN_PROMPTS = ("What is in the image?", "Is there a red shape?")
 
 
-def manifest(name: str, target: str, dtype: str, vlm: VLM, layout: str, source: str, built: dict,
-             stop_ids: list[int], skip_parity: bool, quant: str = "none", quant_vision: str = "none") -> dict:
+def manifest(name: str, target: str, dtype: str, vlm: VLM, kv: KVLayout, source: str, built: dict,
+             stop_ids: list[int], skip_parity: bool, quant: str = "none", quant_vision: str = "none",
+             vision_kv: str = "io") -> dict:
     cfg: ModelConfig = vlm.cfg
-    declared = graphs.methods(cfg, layout, cfg.decoder.hidden_size)
+    declared = graphs.methods(cfg, kv, vision_kv)
     methods = {}
     for mname, method in declared.items():
         entry = {"file": built["files"][0], **method.to_dict()}
@@ -41,45 +43,20 @@ def manifest(name: str, target: str, dtype: str, vlm: VLM, layout: str, source: 
         "model": {"family": cfg.family, "source": source, "config": cfg.to_dict()},
         "weights": "weights",
         "plan": vlm.plan.to_dict(),
-        "kv_layout": layout,
+        "kv_layout": kv.layout,
         "image": cfg.image_spec(),
         "prompt": {"before_image": cfg.prompt.before_image, "after_image": cfg.prompt.after_image,
                    "image_token": cfg.prompt.image_token, "stop_tokens": list(cfg.prompt.stop_tokens),
                    "stop_ids": stop_ids},
         "tokenizer": "tokenizer.json",
         "graphs": {"files": built["files"], "methods": methods},
-        "kv": kv_section(cfg, vlm.plan, layout),
-        "runner": runner_protocol(layout),
+        "kv": {**kv.to_dict(), "vision_kv": kv.vision_kv_names() if vision_kv == "io" else [],
+               **({"vision_kv_design": "buffers"} if vision_kv == "buffers" else {})},
+        "runner": {"protocol": "docs/runner-protocol.md", "layout": kv.layout},
         "parity": {"file": "parity.json", "skipped": skip_parity},
         "golden": "golden.json",
         "cost": "cost.json",
     }
-
-
-def kv_section(cfg: ModelConfig, plan: Plan, layout: str) -> dict:
-    d = cfg.decoder
-    nv = cfg.num_vision_tokens
-    text_rows = d.max_seq_len + (nv if layout == "shared" else 0)
-    return {"layout": layout, "text_capacity": d.max_seq_len, "vision_tokens": nv, "grid": cfg.vision_grid,
-            "num_kv_heads": d.num_kv_heads, "head_dim": d.head_dim, "dtype": "float32",
-            "text_kv_shape": [1, d.num_kv_heads, text_rows, d.head_dim],
-            "vision_kv_shape": [1, d.num_kv_heads, nv, d.head_dim] if layout == "split" else None,
-            "layers": [{"layer": i, "mode": m, "vision_kv": layout == "split" and m in ("full", "cross")}
-                       for i, m in enumerate(plan.modes)]}
-
-
-def runner_protocol(layout: str) -> dict:
-    if layout == "shared":
-        return {"steps": ["token_embedding + text_decoder(embeds, input_pos) on the text before the image",
-                          "vision_encoder, then text_decoder(vision_embeds, input_pos)",
-                          "token_embedding + text_decoder on the question", "one token per decode step"],
-                "position": "input_pos counts every token, image included"}
-    return {"steps": ["token_embedding + text_decoder(embeds, pos, slot, select=false) on the text before the image",
-                      "vision_encoder, then vision_prefill(vision_embeds, start_pos = tokens so far)",
-                      "token_embedding + text_decoder(embeds, pos, slot, select=true) on the question",
-                      "one token per decode step with select=false"],
-            "position": "pos = position in the original sequence (image tokens counted); "
-                        "slot = index among text tokens (image not counted)"}
 
 
 def golden_images(out_dir: Path, size: int) -> list[str]:

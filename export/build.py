@@ -58,6 +58,11 @@ def parse_args(argv):
     ap.add_argument("--max-seq-len", type=int, default=None, help="text KV capacity in tokens")
     ap.add_argument("--out", default="build", help="directory that receives build/<name>/ (default: build)")
     ap.add_argument("--skip-parity", action="store_true", help="do not check the graphs (marked in the manifest)")
+    ap.add_argument("--vision-kv", default="io", choices=("io", "buffers"),
+                    help="executorch, planned builds: how the vision K/V travel from vision_prefill to text_decoder: "
+                         "io (outputs and inputs, runs under any runtime; default) or buffers (the earlier design, "
+                         "buffers shared between methods: not runnable by ExecuTorch's Android binding; kept for "
+                         "comparison)")
     return ap.parse_args(argv)
 
 
@@ -90,6 +95,7 @@ def build_one(target: str, args, loaded) -> Path:
     name = f"{model_name(source)}-{vlm.plan.name}-{target}" + ("-fp32" if target == "coreml" and args.dtype == "fp32" else "")
     name += f"-{args.quant}" if args.quant != "none" else ""
     name += f"-vision{args.quant_vision}" if args.quant_vision != "none" else ""
+    name += "-kvbuffers" if args.vision_kv == "buffers" and layout == "split" else ""
     final = Path(args.out) / name
     tmp = Path(args.out) / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -109,7 +115,11 @@ def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
     from models.checkpoint import save_model
     from runtime.tokenizer import PromptTokenizer
 
+    from models.protocol import KVLayout
+
     vlm, layout = loaded.vlm, loaded.layout
+    kv = KVLayout.derive(vlm.cfg, vlm.plan, layout)  # the one place the capacities are computed
+    vision_kv = args.vision_kv if layout == "split" else "io"
     shutil.copy(loaded.tokenizer, tmp / "tokenizer.json")
     st.run("save weights", save_model, vlm, tmp / "weights")
     prompt = {"before_image": vlm.cfg.prompt.before_image, "after_image": vlm.cfg.prompt.after_image,
@@ -122,13 +132,15 @@ def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
         kwargs["quant"] = args.quant
     if args.quant_vision != "none":
         kwargs["quant_vision"] = args.quant_vision
-    built = st.run(f"export {target}", target_module(target).build, graph_vlm, layout, tmp, info, st.log, **kwargs)
-    manifest = artifacts.manifest(name, target, args.dtype, vlm, layout, str(loaded.source), built,
-                                  list(tok.stop_ids), args.skip_parity, args.quant, args.quant_vision)
+    if vision_kv != "io":
+        kwargs["vision_kv"] = vision_kv
+    built = st.run(f"export {target}", target_module(target).build, graph_vlm, kv, tmp, info, st.log, **kwargs)
+    manifest = artifacts.manifest(name, target, args.dtype, vlm, kv, str(loaded.source), built,
+                                  list(tok.stop_ids), args.skip_parity, args.quant, args.quant_vision, vision_kv)
     if built.get("checks"):
         manifest["checks"] = built["checks"]
     images = artifacts.golden_images(tmp, vlm.cfg.vision.image_size)
-    st.run("golden + cost", _golden_and_cost, tmp, manifest, images, tok)
+    st.run("golden + cost", _golden_and_cost, tmp, manifest, images, tok, vlm)
     report = {"skipped": True} if args.skip_parity else st.run("parity", _parity, tmp, manifest, target)
     artifacts.write_json(tmp / "parity.json", report)
     if args.skip_parity:
@@ -142,12 +154,12 @@ def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
 
 
 def artifacts_layout_model(vlm, layout):
-    from export.graphs import shared_layout_model
+    from models.vlm import shared_layout_model
 
     return shared_layout_model(vlm) if layout == "shared" else vlm
 
 
-def _golden_and_cost(tmp: Path, manifest: dict, images: list[str], tok) -> None:
+def _golden_and_cost(tmp: Path, manifest: dict, images: list[str], tok, vlm) -> None:
     from runtime.pipeline import Pipeline
 
     pipe = Pipeline(tmp, backend="torch", manifest=manifest)
@@ -157,14 +169,13 @@ def _golden_and_cost(tmp: Path, manifest: dict, images: list[str], tok) -> None:
         cases.append({"image": image, "prompt": prompt, "ids": result.ids, "text": result.text})
     artifacts.write_json(tmp / "golden.json", {"backend": "torch", "max_new_tokens": 8, "cases": cases})
     before, after = tok.encode_prompt(artifacts.GOLDEN_PROMPTS[0], with_image=True)
-    vlm = pipe.backend.model
     artifacts.write_json(tmp / "cost.json", artifacts.cost_section(vlm.cfg, vlm.plan, len(before), len(after)))
 
 
 def _parity(tmp: Path, manifest: dict, target: str) -> dict:
     from runtime.check import check_build
 
-    if target == "coreml":
+    if target == "coreml" and sys.platform != "darwin":
         from export.coreml import linux_parity
 
         return linux_parity(manifest)
@@ -213,6 +224,9 @@ def main(argv=None) -> int:
         return 2
     if args.quant_vision != "none" and targets != ("executorch",):
         print("error: --quant-vision int8 is built for the executorch target only", file=sys.stderr)
+        return 2
+    if args.vision_kv != "io" and targets != ("executorch",):
+        print("error: --vision-kv buffers is built for the executorch target only", file=sys.stderr)
         return 2
     if args.plan == "auto":
         try:

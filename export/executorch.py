@@ -1,8 +1,13 @@
 """ExecuTorch target: one .pte with every method, XNNPACK-delegated (the Android path).
 
-Follows the settings that TOOLCHAIN.md found to work for state shared between methods:
-`share_mutable_buffers=True` (methods share the KV buffers), `run_reinplace_pass=True` (no whole-cache
-copy per write), and a partitioner that never lets XNNPACK take a state buffer as a constant weight.
+No state crosses methods (export/graphs.py): text_decoder's text K/V are its own mutable buffers, the
+vision K/V are vision_prefill's outputs and text_decoder's inputs, so the .pte runs the same whether the
+runtime gives the methods one memory (Python's `executorch.runtime`) or one each (the Android binding).
+Settings (TOOLCHAIN.md): mutable buffers planned apart from activations (`share_mutable_buffers=True`, so a
+runtime that shares one arena between methods cannot overwrite the text K/V with another method's
+activations), graph inputs not copied (`alloc_graph_input=False`: the vision K/V stay in the caller's
+memory), `run_reinplace_pass=True` (no whole-cache copy per write), and a partitioner that never lets
+XNNPACK take a state buffer as a constant weight.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from models.protocol import KVLayout
 from models.vlm import VLM
 
 from . import graphs
@@ -114,7 +120,7 @@ def export_vision_encoder(vlm: VLM, example: tuple, int8: bool = False, calibrat
     and, with int8, PT2E static int8 calibrated on task images."""
     from torch.export import export
 
-    module = graphs.wrappers(vlm, "split")["vision_encoder"]
+    module = graphs.VisionEncoder(vlm)
     with depthwise_convs_split(vlm.vision), torch.no_grad():
         if int8:
             return quantize_vision_int8(module, example, calibration_pixels(vlm, calibration_images))
@@ -169,16 +175,15 @@ def quantize_vision_int8(module: torch.nn.Module, example: tuple, calibration: l
     return export(convert_pt2e(observed), example, strict=False)
 
 
-def export_programs(vlm: VLM, layout: str, vision_int8: bool = False) -> dict:
+def export_programs(vlm: VLM, kv: KVLayout, vision_int8: bool = False, vision_kv: str = "io") -> dict:
     """torch.export every method of the layout (static shapes, a bounded dynamic chunk length)."""
     from torch.export import Dim, export
 
-    capacity = vlm.cfg.decoder.max_seq_len + (vlm.cfg.num_vision_tokens if layout == "shared" else 0)
-    seq = Dim("seq", min=1, max=capacity - 1)
-    specs = graphs.methods(vlm.cfg, layout, vlm.cfg.decoder.hidden_size)
+    seq = Dim("seq", min=1, max=kv.text_rows - 1)
+    specs = graphs.methods(vlm.cfg, kv, vision_kv)
     programs = {}
     with torch.no_grad():
-        for name, module in graphs.wrappers(vlm, layout).items():
+        for name, module in graphs.wrappers(vlm, kv.layout, vision_kv).items():
             method = specs[name]
             if name == "vision_encoder":
                 programs[name] = export_vision_encoder(vlm, graphs.example_inputs(method), vision_int8)
@@ -189,13 +194,13 @@ def export_programs(vlm: VLM, layout: str, vision_int8: bool = False) -> dict:
     return programs
 
 
-def constant_methods(vlm: VLM, layout: str, tokenizer_info: dict) -> dict:
-    """Metadata methods; the stock MultimodalRunner reads these (get_max_seq_len is required)."""
+def constant_methods(vlm: VLM, kv: KVLayout, tokenizer_info: dict) -> dict:
+    """Metadata methods; the stock MultimodalRunner reads these (get_max_seq_len is required). The context
+    is what the cache holds (KVLayout.max_context), counted once."""
     cfg = vlm.cfg
-    capacity = cfg.decoder.max_seq_len + (cfg.num_vision_tokens if layout == "shared" else 0)
-    return {"get_max_seq_len": capacity, "get_max_context_len": capacity,
+    return {"get_max_seq_len": kv.max_context, "get_max_context_len": kv.max_context,
             "get_vocab_size": cfg.decoder.vocab_size, "use_kv_cache": True, "enable_dynamic_shape": True,
-            "use_sdpa_with_kv_cache": False, "get_n_vision_tokens": cfg.num_vision_tokens,
+            "use_sdpa_with_kv_cache": False, "get_n_vision_tokens": kv.vision_tokens,
             "get_bos_id": tokenizer_info.get("bos_id", 0), "get_eos_ids": tokenizer_info["stop_ids"]}
 
 
@@ -245,7 +250,7 @@ def quantize_8da4w(vlm: VLM, group_size: int = 32) -> VLM:
 
 
 def lower(programs: dict, constant_methods: dict | None = None) -> bytes:
-    """Exported programs -> the bytes of one XNNPACK-delegated .pte (methods share their state buffers)."""
+    """Exported programs -> the bytes of one XNNPACK-delegated .pte."""
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
@@ -261,16 +266,17 @@ def lower(programs: dict, constant_methods: dict | None = None) -> bytes:
     return program.buffer
 
 
-def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant: str = "none",
-          quant_vision: str = "none") -> dict:
+def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, quant: str = "none",
+          quant_vision: str = "none", vision_kv: str = "io") -> dict:
     """Export, lower and save. Returns {"files": [...], "timings": {...}}."""
     t0 = time.perf_counter()
     if quant == "8da4w":
         vlm = quantize_8da4w(vlm)
-    programs = export_programs(vlm, layout, vision_int8=quant_vision == "int8")
+    programs = export_programs(vlm, kv, vision_int8=quant_vision == "int8", vision_kv=vision_kv)
     t1 = time.perf_counter()
     log(f"torch.export of {len(programs)} methods: {t1 - t0:.1f} s")
-    buffer = lower(programs, constant_methods(vlm, layout, tokenizer_info))
+    log(f"XNNPACK lowering of {', '.join(programs)} (minutes at full size) ...")
+    buffer = lower(programs, constant_methods(vlm, kv, tokenizer_info))
     t2 = time.perf_counter()
     log(f"XNNPACK lowering + to_executorch: {t2 - t1:.1f} s")
     (out_dir / PTE_NAME).write_bytes(buffer)

@@ -1,11 +1,17 @@
 """The graphs (methods) a build exports, each a thin wrapper over one VLM, with its declared I/O.
 
-Two KV layouts:
-  split   (any plan)  vision_encoder, token_embedding, vision_prefill, text_decoder(embeds, pos, slot, select)
+Two KV layouts (models/protocol.py, docs/runner-protocol.md):
+  split   (any plan)  vision_encoder, token_embedding,
+                      vision_prefill(vision_embeds, start_pos, prefix_embeds) -> vision_states, vision K/V,
+                      text_decoder(embeds, pos, slot, select_topk, vision K/V...) -> logits
   shared  (dense only) vision_encoder, token_embedding, text_decoder(embeds, input_pos) — ExecuTorch's stock
                        MultimodalRunner protocol: image embeddings go through text_decoder like text.
-Every wrapper reaches the decoder through the same attribute path (`self.vlm.decoder`), so state
-buffers carry the same names in every method and ExecuTorch can share them.
+No state crosses methods: each method's buffers (text_decoder's text K/V and top-k mask) are its own, as
+the phone runtimes require (ExecuTorch's Android binding gives each method its own memory). Integer
+inputs are int64, flags included (no bool inputs: the Android binding cannot make them).
+
+`vision_kv="buffers"` builds the earlier design instead, for comparison only: vision_prefill writes the
+vision K/V into buffers that text_decoder reads, which needs memory shared between methods.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import torch
 import torch.nn as nn
 
 from models.config import ModelConfig
-from models.vlm import VLM
+from models.protocol import KVLayout
+from models.vlm import VLM, shared_layout_model  # noqa: F401 (re-exported for the exporters)
 
 
 @dataclass(frozen=True)
@@ -60,27 +67,66 @@ class TokenEmbedding(nn.Module):
 
 
 class TextDecoder(nn.Module):
-    """Split layout: text chunk at positions `pos`, text slots from slot[0]; select[0] ends the prompt."""
+    """Split layout: text chunk at positions `pos`, text slots from slot[0]; select_topk[0] != 0 ends the
+    prompt; then the vision K/V of every full/cross layer (k, v per layer) as vision_prefill returned them."""
 
     def __init__(self, vlm: VLM):
         super().__init__()
         self.vlm = vlm
 
-    def forward(self, embeds, pos, slot, select):
-        return self.vlm.decoder.forward_text(embeds, pos, slot[0], select[0])
+    def forward(self, embeds, pos, slot, select, *vision_kv):
+        return self.vlm.decoder.forward_text(embeds, pos, slot[0], select[0] != 0, vision_kv=list(vision_kv))
 
 
 class VisionPrefill(nn.Module):
-    """Split layout: image embeddings after start_pos[0] text tokens; writes vision K/V."""
+    """Split layout: image embeddings after start_pos[0] text tokens, whose embeddings are the first
+    start_pos[0] rows of prefix_embeds (at least one row: a zero row when no text precedes the image)."""
 
     def __init__(self, vlm: VLM):
         super().__init__()
         self.vlm = vlm
 
-    def forward(self, embeds, start_pos):
+    def forward(self, embeds, start_pos, prefix_embeds):
+        states, kv = self.vlm.decoder.forward_vision(embeds, start_pos[0], prefix_embeds)
         # A copy: under a plan whose vision layers are all cross, the states come back unchanged, and an
-        # ExecuTorch method that returns its own input lost the vision K/V it wrote (parity failed).
-        return self.vlm.decoder.forward_vision(embeds, start_pos[0]).clone()
+        # ExecuTorch method that returns its own input loses what else it computed.
+        return (states.clone(), *kv)
+
+
+class VisionKVBuffers(nn.Module):
+    """The earlier design's vision K/V: buffers written by vision_prefill, read by text_decoder."""
+
+    def __init__(self, vlm: VLM):
+        super().__init__()
+        dec = vlm.decoder
+        shape = (1, dec.cfg.num_kv_heads, dec.num_vision, dec.cfg.head_dim)
+        self.names = [f"vision_{kv}_{i}" for i in dec.vision_layers for kv in ("k", "v")]
+        for name in self.names:
+            self.register_buffer(name, torch.zeros(shape), persistent=False)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self.names]
+
+
+class BufferedVisionPrefill(nn.Module):
+    def __init__(self, vlm: VLM, store: VisionKVBuffers):
+        super().__init__()
+        self.vlm, self.store = vlm, store
+
+    def forward(self, embeds, start_pos, prefix_embeds):
+        states, kv = self.vlm.decoder.forward_vision(embeds, start_pos[0], prefix_embeds)
+        for buf, value in zip(self.store.tensors(), kv):
+            buf.copy_(value)
+        return states.clone()
+
+
+class BufferedTextDecoder(nn.Module):
+    def __init__(self, vlm: VLM, store: VisionKVBuffers):
+        super().__init__()
+        self.vlm, self.store = vlm, store
+
+    def forward(self, embeds, pos, slot, select):
+        return self.vlm.decoder.forward_text(embeds, pos, slot[0], select[0] != 0, vision_kv=self.store.tensors())
 
 
 class SharedTextDecoder(nn.Module):
@@ -95,25 +141,10 @@ class SharedTextDecoder(nn.Module):
         return self.vlm.decoder.forward_text(embeds, pos, input_pos[0])
 
 
-def shared_layout_model(vlm: VLM) -> VLM:
-    """The dense model re-housed for the shared layout: the decoder sees no separate vision tokens and its
-    one KV cache holds text and image (capacity = text capacity + vision tokens). Weights are shared."""
-    cfg = vlm.cfg
-    if not vlm.plan.is_dense:
-        raise ValueError("the shared KV layout runs the dense plan only")
-    shared_cfg = cfg.replace(decoder={"max_seq_len": cfg.decoder.max_seq_len + cfg.num_vision_tokens})
-    out = VLM.__new__(VLM)
-    nn.Module.__init__(out)
-    out.cfg, out.plan, out.vision, out.projector = shared_cfg, vlm.plan, vlm.vision, vlm.projector
-    from models.decoder import Decoder
-
-    out.decoder = Decoder(shared_cfg.decoder, vlm.plan, num_vision=0, grid=0)
-    out.decoder.load_state_dict(vlm.decoder.state_dict())
-    return out.eval()
-
-
-def methods(cfg: ModelConfig, layout: str, hidden: int) -> dict[str, Method]:
-    """Declared I/O of every method, by layout. "seq" is the dynamic chunk length (1 .. capacity)."""
+def methods(cfg: ModelConfig, kv: KVLayout, vision_kv: str = "io") -> dict[str, Method]:
+    """Declared I/O of every method, by layout. "seq" is the dynamic chunk length (1 .. capacity).
+    cfg is the model's own config (not the shared layout's re-housed one)."""
+    layout, hidden = kv.layout, cfg.decoder.hidden_size
     s, nv, V = cfg.vision.image_size, cfg.num_vision_tokens, cfg.decoder.vocab_size
     common = {
         "vision_encoder": Method("vision_encoder", (Tensor("pixels", (1, 3, s, s), "float32"),),
@@ -126,24 +157,36 @@ def methods(cfg: ModelConfig, layout: str, hidden: int) -> dict[str, Method]:
         common["text_decoder"] = Method("text_decoder", (Tensor("embeds", (1, "seq", hidden), "float32"),
                                                          Tensor("input_pos", (1,), "int64")), (logits,))
         return common
+    kv_io = tuple(Tensor(name, tuple(kv.vision_kv_shape()), "float32") for name in kv.vision_kv_names())
+    if vision_kv == "buffers":
+        kv_io = ()
     common["vision_prefill"] = Method(
-        "vision_prefill", (Tensor("vision_embeds", (1, nv, hidden), "float32"), Tensor("start_pos", (1,), "int64")),
-        (Tensor("vision_states", (1, nv, hidden), "float32"),))
+        "vision_prefill", (Tensor("vision_embeds", (1, nv, hidden), "float32"), Tensor("start_pos", (1,), "int64"),
+                           Tensor("prefix_embeds", (1, "seq", hidden), "float32")),
+        (Tensor("vision_states", (1, nv, hidden), "float32"),) + kv_io)
     common["text_decoder"] = Method(
         "text_decoder", (Tensor("embeds", (1, "seq", hidden), "float32"), Tensor("pos", ("seq",), "int64"),
-                         Tensor("slot", (1,), "int64"), Tensor("select_topk", (1,), "bool")), (logits,))
+                         Tensor("slot", (1,), "int64"), Tensor("select_topk", (1,), "int64")) + kv_io, (logits,))
     return common
 
 
-def wrappers(vlm: VLM, layout: str) -> dict[str, nn.Module]:
+VISION_KV = ("io", "buffers")  # how the vision K/V travel from vision_prefill to text_decoder
+
+
+def wrappers(vlm: VLM, layout: str, vision_kv: str = "io") -> dict[str, nn.Module]:
+    if vision_kv not in VISION_KV:
+        raise ValueError(f"unknown vision K/V design {vision_kv!r}; valid: {', '.join(VISION_KV)}")
+    common = {"vision_encoder": VisionEncoder(vlm), "token_embedding": TokenEmbedding(vlm)}
     if layout == "shared":
-        return {"vision_encoder": VisionEncoder(vlm), "token_embedding": TokenEmbedding(vlm),
-                "text_decoder": SharedTextDecoder(vlm)}
-    return {"vision_encoder": VisionEncoder(vlm), "token_embedding": TokenEmbedding(vlm),
-            "vision_prefill": VisionPrefill(vlm), "text_decoder": TextDecoder(vlm)}
+        return {**common, "text_decoder": SharedTextDecoder(vlm)}
+    if vision_kv == "buffers":
+        store = VisionKVBuffers(vlm)
+        return {**common, "vision_prefill": BufferedVisionPrefill(vlm, store),
+                "text_decoder": BufferedTextDecoder(vlm, store)}
+    return {**common, "vision_prefill": VisionPrefill(vlm), "text_decoder": TextDecoder(vlm)}
 
 
-_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
+_DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
 
 def example_inputs(method: Method, seq: int = 3, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -154,8 +197,6 @@ def example_inputs(method: Method, seq: int = 3, seed: int = 0) -> tuple[torch.T
         shape = tuple(seq if isinstance(d, str) else d for d in t.shape)
         if t.dtype == "float32":
             out.append(torch.rand(shape, generator=g))
-        elif t.dtype == "bool":
-            out.append(torch.zeros(shape, dtype=torch.bool))
         elif t.name == "pos":
             out.append(torch.arange(seq))
         else:
@@ -164,5 +205,11 @@ def example_inputs(method: Method, seq: int = 3, seed: int = 0) -> tuple[torch.T
 
 
 def dynamic_shapes(method: Method, seq_dim) -> tuple | None:
+    """torch.export's dynamic_shapes for a wrapper's forward: one spec per named argument, and the split
+    text_decoder's vision K/V (its `*vision_kv`) as one tuple."""
     specs = tuple({i: seq_dim for i, d in enumerate(t.shape) if isinstance(d, str)} or None for t in method.inputs)
-    return specs if any(specs) else None
+    if not any(specs):
+        return None
+    if method.name == "text_decoder" and len(specs) > 4 and "select_topk" == method.inputs[3].name:
+        return specs[:4] + (specs[4:],)
+    return specs

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from models.protocol import KVLayout
 from models.vlm import VLM
 
 from . import graphs
@@ -37,32 +38,30 @@ class Stateless(nn.Module):
         n = len(args) - len(self.states)
         buffers = {name: value.clone() for name, value in zip(self.states, args[n:])}
         out = torch.func.functional_call(self.inner, buffers, args[:n], strict=False)
-        return (out, *[buffers[name] for name in self.states])
+        outs = out if isinstance(out, tuple) else (out,)
+        return (*outs, *[buffers[name] for name in self.states])
 
 
 def touched_states(vlm: VLM, name: str, module: nn.Module) -> list[str]:
-    """State buffers a method reads or writes (the others stay out of its signature)."""
-    if name in ("vision_encoder", "token_embedding"):
+    """State buffers a method reads or writes (the others stay out of its signature): only text_decoder
+    has any (its text K/V, and the top-k keep mask when the plan keeps top-k)."""
+    if name != "text_decoder":
         return []
-    names = state_names(module)
-    if name == "vision_prefill":
-        return [n for n in names if not n.endswith("topk_keep")]
-    return [n for n in names if vlm.plan.keep_topk is not None or not n.endswith("topk_keep")]
+    return [n for n in state_names(module) if vlm.plan.keep_topk is not None or not n.endswith("topk_keep")]
 
 
-def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant: str = "none") -> dict:
+def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, quant: str = "none") -> dict:
     from torch.export import Dim, export
 
     cfg = vlm.cfg
-    capacity = cfg.decoder.max_seq_len + (cfg.num_vision_tokens if layout == "shared" else 0)
-    seq = Dim("seq", min=1, max=capacity - 1)
-    specs = graphs.methods(cfg, layout, cfg.decoder.hidden_size)
+    seq = Dim("seq", min=1, max=kv.text_rows - 1)
+    specs = graphs.methods(cfg, kv)
     files, methods, t0 = [], {}, time.perf_counter()
     external = sum(p.numel() * p.element_size() for p in vlm.parameters()) > EXTERNAL_DATA_BYTES
     if external and quant != "none":
         raise ValueError(f"--quant {quant} of an ONNX graph with external weights (over "
                          f"{EXTERNAL_DATA_BYTES / 1e9:.1f} GB) is not supported")
-    for name, module in graphs.wrappers(vlm, layout).items():
+    for name, module in graphs.wrappers(vlm, kv.layout).items():
         method, states = specs[name], touched_states(vlm, name, module)
         buffers = dict(module.named_buffers())
         state_inputs = tuple(torch.zeros_like(buffers[s]) + 0.0 for s in states)  # distinct tensors
@@ -81,7 +80,8 @@ def build(vlm: VLM, layout: str, out_dir: Path, tokenizer_info: dict, log, quant
         files += [path.name] + ([f"{path.name}.data"] if (out_dir / f"{path.name}.data").is_file() else [])
         kept = onnx_input_names(path)  # the exporter drops inputs a graph never reads
         state_specs = [{"name": s, "shape": list(buffers[s].shape), "dtype": "float32"} for s in states if s in kept]
-        methods[name] = {"file": path.name, "states": state_specs}
+        unread = [t.name for t in method.inputs if t.name not in kept]  # e.g. prefix_embeds without full layers
+        methods[name] = {"file": path.name, "states": state_specs, **({"unread_inputs": unread} if unread else {})}
         log(f"{name}: {path.stat().st_size / 1e6:.2f} MB")
     vlm.decoder.reset()
     return {"files": files, "methods": methods, "timings": {"export_s": time.perf_counter() - t0}}

@@ -185,15 +185,27 @@ def _text_chunk(d: DecoderConfig, plan: Plan, nv: int, slot: int, T: int, after_
 
 
 def _vision_prefill(d: DecoderConfig, plan: Plan, nv: int, grid: int, prefix: int) -> _Flops:
-    """The image's nv tokens, after `prefix` text tokens, through layers[:vision_depth]."""
-    H, D, S = d.num_heads, d.head_dim, d.max_seq_len
+    """The image's nv tokens, after `prefix` text tokens, through layers[:vision_depth]; before them, the
+    text before the image again through the layers up to the last `full` one (its K/V there: the image
+    attends to it, and no state is shared with the text decoder). This is the split protocol for every plan,
+    dense included (a dense build's shared layout runs the image through the text decoder instead)."""
+    H, D = d.num_heads, d.head_dim
     kv_dim = d.num_kv_heads * D
     pairs = _vision_pairs(grid, plan.window)  # (query, key) vision pairs the causal window allows
+    full = [i for i, m in enumerate(plan.modes) if m == "full"]
+    depth = full[-1] + 1 if full and prefix else 0
     linear = attn = ideal = 0
+    for i in range(depth):  # the prefix: whole layers, then only K/V in the last
+        if i + 1 < depth:
+            linear += prefix * _layer_flops(d)
+            attn += 2 * 2 * H * prefix * prefix * D
+            ideal += 2 * 2 * H * D * prefix * (prefix + 1) // 2
+        else:
+            linear += prefix * 2 * d.hidden_size * 2 * kv_dim
     for mode in plan.modes[:plan.vision_depth]:
         if mode == "full":
             linear += nv * _layer_flops(d)
-            attn += 2 * 2 * H * nv * (nv + S) * D
+            attn += 2 * 2 * H * nv * (nv + prefix) * D
             ideal += 2 * 2 * H * D * (nv * prefix + pairs)
         elif mode == "cross":
             linear += nv * 2 * d.hidden_size * 2 * kv_dim  # k_proj and v_proj of the frozen states

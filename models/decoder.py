@@ -4,9 +4,10 @@ RMSNorm, RoPE (rotate-half, as in transformers), grouped-query attention, SwiGLU
 and a large rope theta. Module names follow the checkpoints (`q_proj`, `gate_proj`, `input_layernorm`).
 
 The sequence is fed in chunks: text before the image, the image, the question, then one token per
-decode step. Text K/V and vision K/V live in separate, statically sized buffers:
-  text_k/text_v    (1, H_kv, max_seq_len, D)  every layer; slot = index among text tokens
-  vision_k/vision_v (1, H_kv, N_vision, D)    only layers whose plan mode is full or cross
+decode step (models/protocol.py). Text K/V and vision K/V are kept apart:
+  text_k/text_v (1, H_kv, max_seq_len, D)  buffers of every layer; slot = index among text tokens
+  vision K/V    (1, H_kv, N_vision, D)     of full/cross layers only: `forward_vision` returns them and
+                                           `forward_text` takes them, so no state crosses the two
 RoPE positions stay those of the original sequence, so a text token's position is its slot, plus
 N_vision when it follows the image. That offset is how a text query knows the image precedes it:
 no state has to say whether an image was given.
@@ -120,7 +121,7 @@ class Masks(NamedTuple):
 class DecoderLayer(nn.Module):
     """One transformer block. `mode` picks, once, how it treats vision (see models/plan.py)."""
 
-    def __init__(self, cfg: DecoderConfig, mode: str, num_vision: int, uses_topk: bool, select_k: int = 0):
+    def __init__(self, cfg: DecoderConfig, mode: str, uses_topk: bool, select_k: int = 0):
         super().__init__()
         self.mode = mode
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
@@ -131,10 +132,6 @@ class DecoderLayer(nn.Module):
         self.register_buffer("text_k", torch.zeros(kv), persistent=False)
         self.register_buffer("text_v", torch.zeros(kv), persistent=False)
         self.attends_vision = mode in VISION_MODES
-        if self.attends_vision:
-            vkv = (1, cfg.num_kv_heads, num_vision, cfg.head_dim)
-            self.register_buffer("vision_k", torch.zeros(vkv), persistent=False)
-            self.register_buffer("vision_v", torch.zeros(vkv), persistent=False)
         self.uses_topk = uses_topk
         self.write = write_cache  # swapped by use_slice_cache_writes()
         self.select_k = select_k  # > 0: this layer picks the top-k vision tokens for itself and later layers
@@ -144,47 +141,45 @@ class DecoderLayer(nn.Module):
         x = x + attn_out
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def forward(self, x, cos, sin, slot, masks: Masks, keep: torch.Tensor):
+    def forward(self, x, cos, sin, slot, masks: Masks, keep: torch.Tensor, vision_kv):
         """Text chunk x (1, T, hidden) -> (1, T, hidden); writes this chunk's text K/V.
 
+        vision_kv: this layer's (k, v) of the image, or None in text/exit layers.
         keep (N_v,) marks the kept vision tokens of layers from keep_topk.from_layer on."""
         h = self.input_layernorm(x)
         q = self.self_attn.query(h, cos, sin)
         k, v = self.self_attn.key_value(h, cos, sin)
         self.write(self.text_k, slot, k)
         self.write(self.text_v, slot, v)
-        if not self.attends_vision:
+        if vision_kv is None:
             return self.block(x, self.self_attn.attend(q, self.text_k, self.text_v, masks.text))
+        vision_k, vision_v = vision_kv
         if self.select_k:
-            _select_topk(self.self_attn, q, self.vision_k, self.text_k, masks, keep, self.select_k)
+            _select_topk(self.self_attn, q, vision_k, self.text_k, masks, keep, self.select_k)
         vision_bias = masks.vision + torch.where(keep > 0, 0.0, NEG_INF) if self.uses_topk else masks.vision
-        keys = torch.cat([self.vision_k, self.text_k], dim=2)
-        values = torch.cat([self.vision_v, self.text_v], dim=2)
+        keys = torch.cat([vision_k, self.text_k], dim=2)
+        values = torch.cat([vision_v, self.text_v], dim=2)
         bias = torch.cat([vision_bias, masks.text.expand(vision_bias.shape[0], -1, -1)], dim=-1)
         return self.block(x, self.self_attn.attend(q, keys, values, bias))
 
-    def _vision_full(self, x, cos, sin, text_bias, vision_bias):
-        """Vision chunk through the whole layer: attends the text before it and (windowed) vision."""
+    def _vision_full(self, x, cos, sin, prefix_kv, bias):
+        """Vision chunk through the whole layer: attends the text before it and (windowed) vision.
+        -> (states, k, v)."""
         h = self.input_layernorm(x)
         q = self.self_attn.query(h, cos, sin)
         k, v = self.self_attn.key_value(h, cos, sin)
-        self.vision_k.copy_(k)
-        self.vision_v.copy_(v)
-        keys = torch.cat([k, self.text_k], dim=2)
-        values = torch.cat([v, self.text_v], dim=2)
-        bias = torch.cat([vision_bias, text_bias], dim=-1)
-        return self.block(x, self.self_attn.attend(q, keys, values, bias))
+        keys = torch.cat([k, prefix_kv[0]], dim=2)
+        values = torch.cat([v, prefix_kv[1]], dim=2)
+        return self.block(x, self.self_attn.attend(q, keys, values, bias)), k, v
 
-    def _vision_cross(self, x, cos, sin, text_bias, vision_bias):
-        """Vision states stay frozen; only their K/V are computed and stored."""
+    def _vision_cross(self, x, cos, sin, prefix_kv, bias):
+        """Vision states stay frozen; only their K/V are computed."""
         k, v = self.self_attn.key_value(self.input_layernorm(x), cos, sin)
-        self.vision_k.copy_(k)
-        self.vision_v.copy_(v)
-        return x
+        return x, k, v
 
 
-def _vision_frozen(x, cos, sin, text_bias, vision_bias):
-    return x
+def _vision_frozen(x, cos, sin, prefix_kv, bias):
+    return x, None, None
 
 
 def _select_topk(attn: Attention, q, vision_k, text_k, masks: Masks, keep: torch.Tensor, k: int) -> None:
@@ -201,8 +196,10 @@ def _select_topk(attn: Attention, q, vision_k, text_k, masks: Masks, keep: torch
 class Decoder(nn.Module):
     """Token embedding, the planned layers, final norm and LM head, with the chunked-prefill API.
 
-    forward_text(x, pos, slot)      text chunk; returns logits of the last position (or all)
-    forward_vision(x, start_pos)    image chunk; runs only the layers that still use vision
+    forward_text(x, pos, slot, select, vision_kv)   text chunk; returns logits of the last position (or all)
+    forward_vision(x, start_pos, prefix)            image chunk; runs only the layers that still use vision
+                                                    and returns its states and vision K/V
+    The eager model keeps the image's vision K/V in `vision_kv` (set_vision_kv); exported graphs pass them.
     """
 
     def __init__(self, cfg: DecoderConfig, plan: Plan, num_vision: int, grid: int):
@@ -213,7 +210,7 @@ class Decoder(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         topk = plan.keep_topk
         self.layers = nn.ModuleList(
-            DecoderLayer(cfg, mode, num_vision, uses_topk=topk is not None and i >= topk.from_layer,
+            DecoderLayer(cfg, mode, uses_topk=topk is not None and i >= topk.from_layer,
                          select_k=topk.k if topk is not None and i == topk.from_layer else 0)
             for i, mode in enumerate(plan.modes))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
@@ -224,6 +221,11 @@ class Decoder(nn.Module):
         self.register_buffer("vision_self_bias", vision_self_bias(grid, plan.window), persistent=False)
         self.register_buffer("head_bias", vision_head_bias(cfg.num_heads, plan.vision_heads), persistent=False)
         self.register_buffer("topk_keep", torch.ones(num_vision), persistent=False)
+        self.vision_layers = tuple(i for i, layer in enumerate(self.layers) if layer.attends_vision)
+        full = [i for i, m in enumerate(plan.modes) if m == "full"]
+        self.prefix_depth = full[-1] + 1 if full else 0  # layers the text before the image must pass
+        self.vision_kv: list[torch.Tensor] = []  # eager state: k, v of each vision layer, in order
+        self.set_vision_kv(None)
 
     def embed(self, ids):
         return self.embed_tokens(ids)
@@ -234,18 +236,30 @@ class Decoder(nn.Module):
             return self.lm_head(h)
         return F.linear(h, self.embed_tokens.weight)  # tied; as a linear (not a bare mm) XNNPACK delegates it
 
-    def forward_text(self, x, pos, slot, select_topk=False, all_logits: bool = False):
+    def set_vision_kv(self, kv):
+        """Keep the image's vision K/V (flat [k, v, ...] of `vision_layers`) for later text; None: zeros."""
+        shape = (1, self.cfg.num_kv_heads, self.num_vision, self.cfg.head_dim)
+        self.vision_kv = list(kv) if kv is not None else [torch.zeros(shape) for _ in range(2 * len(self.vision_layers))]
+
+    def _per_layer(self, vision_kv):
+        """Flat [k, v, ...] of the vision layers -> one (k, v) or None per layer."""
+        pairs = dict(zip(self.vision_layers, zip(vision_kv[0::2], vision_kv[1::2])))
+        return [pairs.get(i) for i in range(len(self.layers))]
+
+    def forward_text(self, x, pos, slot, select_topk=False, all_logits: bool = False, vision_kv=None):
         """x (1, T, hidden) at RoPE positions pos (T,) and text slots slot .. slot+T-1 (slot: int64 scalar).
 
         select_topk (bool or bool scalar tensor) marks the chunk that ends the prompt: its last token
-        chooses the kept vision tokens.
+        chooses the kept vision tokens. vision_kv: flat [k, v, ...] of the vision layers (default: the
+        eager model's own).
         """
         T = x.shape[1]
         slots = slot + torch.arange(T)
         masks = self._text_masks(pos, slots, torch.as_tensor(select_topk, dtype=torch.bool))
         cos, sin = self.rope_cos[pos], self.rope_sin[pos]
-        for layer in self.layers:
-            x = layer(x, cos, sin, slot, masks, self.topk_keep)
+        per_layer = self._per_layer(self.vision_kv if vision_kv is None else vision_kv)
+        for layer, kv in zip(self.layers, per_layer):
+            x = layer(x, cos, sin, slot, masks, self.topk_keep, kv)
         return self.logits(x if all_logits else x[:, -1:])
 
     def _text_masks(self, pos, slots, select_topk: torch.Tensor) -> Masks:
@@ -255,24 +269,56 @@ class Decoder(nn.Module):
         vision = vision[None] + self.head_bias  # (1 or H, T, N_v)
         return Masks(text, vision, select_topk)
 
-    def forward_vision(self, x, start_pos):
-        """Image embeddings x (1, N_v, hidden) following start_pos text tokens (int64 scalar).
+    def forward_vision(self, x, start_pos, prefix=None):
+        """Image embeddings x (1, N_v, hidden) following start_pos text tokens (int64 scalar), whose
+        embeddings `prefix` (1, P >= start_pos, hidden) are (rows from start_pos on are ignored; None: no
+        text before the image).
 
-        Writes vision K/V of every full/cross layer and returns the vision states after the last of them.
-        """
+        Returns (vision states after the last vision layer, flat [k, v, ...] of every full/cross layer).
+        The text before the image is run again through the layers up to the last `full` one: there the
+        image attends to it, and no state is shared with the text decoder."""
         pos = start_pos + torch.arange(self.num_vision)
         cos, sin = self.rope_cos[pos], self.rope_sin[pos]
-        text_bias = torch.where(torch.arange(self.cfg.max_seq_len) < start_pos, 0.0, NEG_INF)
-        text_bias = text_bias.expand(self.num_vision, -1)  # (N_v, S): the text before the image
-        for layer in self.layers[:self.plan.vision_depth]:
-            x = layer.vision_step(x, cos, sin, text_bias, self.vision_self_bias)
-        return x
+        prefix_kv = self._prefix_kv(prefix)
+        if prefix is None:
+            bias = self.vision_self_bias
+        else:
+            seen = torch.where(torch.arange(prefix.shape[1]) < start_pos, 0.0, NEG_INF)  # (P,)
+            bias = torch.cat([self.vision_self_bias, seen.expand(self.num_vision, -1)], dim=-1)  # (N_v, N_v + P)
+        kv = []
+        for i, layer in enumerate(self.layers[:self.plan.vision_depth]):
+            x, k, v = layer.vision_step(x, cos, sin, prefix_kv[i], bias)
+            if k is not None:
+                kv += [k, v]
+        return x, kv
+
+    def _prefix_kv(self, prefix):
+        """(k, v) of the text before the image in each of the first prefix_depth layers (empty (1, H_kv, 0,
+        D) when there is none), else None."""
+        empty = torch.zeros(1, self.cfg.num_kv_heads, 0, self.cfg.head_dim)
+        out = [None] * len(self.layers)
+        if prefix is None:
+            for i in range(self.prefix_depth):
+                out[i] = (empty, empty)
+            return out
+        n = prefix.shape[1]
+        idx = torch.arange(n)
+        causal = torch.where(idx[None, :] <= idx[:, None], 0.0, NEG_INF)  # (P, P)
+        cos, sin = self.rope_cos[:n], self.rope_sin[:n]
+        x = prefix
+        for i, layer in enumerate(self.layers[:self.prefix_depth]):  # as text: it attends only itself
+            h = layer.input_layernorm(x)
+            out[i] = layer.self_attn.key_value(h, cos, sin)
+            if i + 1 < self.prefix_depth:
+                x = layer.block(x, layer.self_attn.attend(layer.self_attn.query(h, cos, sin), *out[i], causal))
+        return out
 
     def reset(self):
         for name, buf in self.named_buffers():
             if name.endswith(("_k", "_v")):
                 buf.zero_()
         self.topk_keep.fill_(1.0)
+        self.set_vision_kv(None)
 
 
 def vision_self_bias(grid: int, window: int | None) -> torch.Tensor:

@@ -3,8 +3,9 @@
     model = VLM(preset("fastvlm-tiny"), plan="dense")
     ids = model.generate(prefix_ids, pixels, question_ids, max_new_tokens=8)
 
-`Cursor` holds the only moving parts of a conversation (RoPE position and text slot); every chunk
-goes through `VLM.prefill_text`, `VLM.prefill_image` or `VLM.decode`, which advance it.
+`Cursor` holds the only moving parts of a conversation (RoPE position, text slot, the text before the
+image); every chunk goes through `VLM.prefill_text`, `VLM.prefill_image` or `VLM.decode`, which advance
+it. `generate` follows the runner protocol (models/protocol.py) through `EagerEngine`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn as nn
 from .config import ModelConfig
 from .decoder import Decoder
 from .plan import Plan, load_plan
+from .protocol import KVLayout, converse
 from .projector import build_projector
 from .vision import build_vision_encoder
 
@@ -31,6 +33,7 @@ def resolve_plan(cfg: ModelConfig, spec) -> Plan:
 class Cursor:
     pos: int = 0  # RoPE position of the next token in the original sequence
     slot: int = 0  # index of the next text token in the text KV cache
+    prefix: torch.Tensor | None = None  # embeddings of the text before the image (vision prefill reads them)
 
 
 class VLM(nn.Module):
@@ -59,17 +62,20 @@ class VLM(nn.Module):
         T = x.shape[1]
         self._check_capacity(cur, T)
         pos = torch.arange(cur.pos, cur.pos + T)
+        if cur.pos == cur.slot:  # no image yet: the image would attend to this text
+            cur.prefix = x if cur.prefix is None else torch.cat([cur.prefix, x], dim=1)
         logits = self.decoder.forward_text(x, pos, torch.tensor(cur.slot), select_topk, all_logits)
         cur.pos, cur.slot = cur.pos + T, cur.slot + T
         return logits
 
     def prefill_image(self, cur: Cursor, embeds):
-        """Vision embeddings (1, N_v, hidden) placed after the text so far."""
+        """Vision embeddings (1, N_v, hidden) placed after the text so far; keeps their vision K/V."""
         if cur.pos != cur.slot:
             raise ValueError("only one image per conversation is supported")
-        out = self.decoder.forward_vision(embeds, torch.tensor(cur.pos))
+        states, kv = self.decoder.forward_vision(embeds, torch.tensor(cur.pos), cur.prefix)
+        self.decoder.set_vision_kv(kv)
         cur.pos += self.cfg.num_vision_tokens
-        return out
+        return states
 
     def decode(self, cur: Cursor, token: int):
         return self.prefill_text(cur, torch.tensor([[token]]))
@@ -84,20 +90,55 @@ class VLM(nn.Module):
         """Greedy decoding: prefix, image (or None), question, then new tokens.
 
         logits_out: a list that receives the logits (V,) each new token was chosen from."""
-        self.decoder.reset()
-        cur = Cursor()
-        if prefix_ids is not None and prefix_ids.shape[1]:
-            self.prefill_text(cur, prefix_ids)
-        if pixels is not None:
-            self.prefill_image(cur, self.encode_image(pixels))
-        logits = self.prefill_text(cur, question_ids, select_topk=True)
-        out = []
-        for _ in range(max_new_tokens):
-            token = int(logits[0, -1].argmax())
-            out.append(token)
-            if logits_out is not None:
-                logits_out.append(logits[0, -1])
-            if token in stop_ids or len(out) == max_new_tokens:
-                break
-            logits = self.decode(cur, token)
-        return out
+        before = prefix_ids[0].tolist() if prefix_ids is not None else []
+        kv = KVLayout.derive(self.cfg, self.plan, "split")
+        pick = _recording_argmax(logits_out)
+        return converse(EagerEngine(self), kv, before, pixels, question_ids[0].tolist(), max_new_tokens,
+                        pick=pick, stop_ids=stop_ids).ids
+
+
+def shared_layout_model(vlm: VLM) -> VLM:
+    """The dense model re-housed for the shared KV layout: the decoder sees no separate vision tokens and its
+    one KV cache holds text and image (rows = text capacity + vision tokens). Weights are shared."""
+    cfg = vlm.cfg
+    if not vlm.plan.is_dense:
+        raise ValueError("the shared KV layout runs the dense plan only")
+    shared_cfg = cfg.replace(decoder={"max_seq_len": cfg.decoder.max_seq_len + cfg.num_vision_tokens})
+    out = VLM.__new__(VLM)
+    nn.Module.__init__(out)
+    out.cfg, out.plan, out.vision, out.projector = shared_cfg, vlm.plan, vlm.vision, vlm.projector
+    out.decoder = Decoder(shared_cfg.decoder, vlm.plan, num_vision=0, grid=0)
+    out.decoder.load_state_dict(vlm.decoder.state_dict())
+    return out.eval()
+
+
+def _recording_argmax(logits_out):
+    def pick(logits):
+        if logits_out is not None:
+            logits_out.append(logits)
+        return int(logits.argmax())
+    return pick
+
+
+class EagerEngine:
+    """The PyTorch model as a runner-protocol engine (models/protocol.py): torch tensors in and out."""
+
+    def __init__(self, vlm: VLM):
+        self.vlm = vlm
+
+    def reset(self):
+        self.vlm.decoder.reset()
+
+    def embed(self, ids: list[int]):
+        return self.vlm.decoder.embed(torch.tensor([ids]))
+
+    def encode_image(self, pixels):
+        return self.vlm.encode_image(torch.as_tensor(pixels))
+
+    def prefill_vision(self, vision_embeds, start_pos: int, prefix_embeds):
+        _, kv = self.vlm.decoder.forward_vision(vision_embeds, torch.tensor(start_pos), prefix_embeds)
+        self.vlm.decoder.set_vision_kv(kv)
+
+    def text(self, embeds, pos: int, slot: int, select: bool):
+        positions = torch.arange(pos, pos + embeds.shape[1])
+        return self.vlm.decoder.forward_text(embeds, positions, torch.tensor(slot), select)[0, -1]

@@ -1,13 +1,13 @@
-"""Backends: one small class per engine, all with the same five calls (numpy in, numpy out).
+"""Backends: one small class per engine, each an engine of the runner protocol (models/protocol.py).
 
-    encode_image(pixels) -> vision embeddings      embed(ids) -> embeddings
-    prefill_vision(embeds, start_pos)               text(embeds, pos, slot, select) -> last logits
-    reset()
+    reset()                                   embed(ids: list[int]) -> embeds
+    encode_image(pixels) -> vision embeds     prefill_vision(vision_embeds, start_pos, prefix_embeds | None)
+    text(embeds, pos, slot, select) -> logits (V,) of the chunk's last position
 
-`layout` says which KV protocol the graphs follow: "split" (vision K/V apart, `vision_prefill`,
-text_decoder(embeds, pos, slot, select)) or "shared" (dense only: image embeddings go through
-text_decoder(embeds, input_pos) like text, as ExecuTorch's stock runner does).
-Every call checks its inputs against the manifest's declared I/O first (`check_inputs`).
+numpy in, numpy out. The graph backends speak to the build's declared methods (manifest "graphs") and keep
+the vision K/V that vision_prefill returns to hand them to every text_decoder call; every call checks its
+inputs against the declared I/O first (`check_inputs`), and a chunk that would write past the text cache
+is refused before any graph runs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from .manifest import BuildError, method_spec
 
-_NP = {"float32": np.float32, "int64": np.int64, "bool": np.bool_}
+_NP = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "float16": np.float16}
 
 
 def check_inputs(manifest: dict, method: str, arrays: list[np.ndarray]) -> None:
@@ -35,98 +35,149 @@ def check_inputs(manifest: dict, method: str, arrays: list[np.ndarray]) -> None:
             raise BuildError(f"{method}.{spec['name']}: expected {spec['dtype']}{shape}, got {a.dtype}{list(a.shape)}")
 
 
-class TorchBackend:
-    """The PyTorch model itself, rebuilt from the build's weights, config and plan."""
+def check_slots(kv: dict, slot: int, n: int) -> None:
+    """Refuse a chunk of n rows at `slot` that the text cache cannot hold (before a graph fails inside)."""
+    if slot < 0 or slot + n > kv["text_rows"]:
+        raise BuildError(f"a chunk of {n} tokens at slot {slot} does not fit the KV cache of {kv['text_rows']} rows")
 
-    layout = "split"
+
+class TorchBackend:
+    """The PyTorch model itself, rebuilt from the build's weights, config and plan, in the build's KV layout."""
 
     def __init__(self, build_dir: Path, manifest: dict):
         import torch
 
         from models.checkpoint import load_model
+        from models.vlm import EagerEngine, shared_layout_model
 
-        self.torch = torch
-        self.model = load_model(build_dir / manifest["weights"], plan=manifest["plan"],
-                                max_seq_len=manifest["kv"]["text_capacity"])
-        self.manifest = manifest
-
-    def _t(self, a):
-        return self.torch.from_numpy(np.ascontiguousarray(a))
+        self.torch, self.manifest, self.kv = torch, manifest, manifest["kv"]
+        model = load_model(build_dir / manifest["weights"], plan=manifest["plan"],
+                           max_seq_len=self.kv["text_rows"] - self.kv["image_slots"])
+        self.model = shared_layout_model(model) if self.kv["layout"] == "shared" else model
+        self.engine = EagerEngine(self.model)
 
     def encode_image(self, pixels):
         with self.torch.no_grad():
-            return self.model.encode_image(self._t(pixels)).numpy()
+            return self.engine.encode_image(self.torch.from_numpy(np.ascontiguousarray(pixels))).numpy()
 
     def embed(self, ids):
         with self.torch.no_grad():
-            return self.model.decoder.embed(self._t(ids)).numpy()
+            return self.engine.embed(list(ids)).numpy()
 
-    def prefill_vision(self, embeds, start_pos: int):
+    def prefill_vision(self, vision_embeds, start_pos: int, prefix_embeds):
+        prefix = None if prefix_embeds is None else self.torch.from_numpy(prefix_embeds)
         with self.torch.no_grad():
-            self.model.decoder.forward_vision(self._t(embeds), self.torch.tensor(start_pos))
+            self.engine.prefill_vision(self.torch.from_numpy(vision_embeds), start_pos, prefix)
 
-    def text(self, embeds, pos, slot: int, select: bool):
+    def text(self, embeds, pos: int, slot: int, select: bool):
+        check_slots(self.kv, slot, embeds.shape[1])
         with self.torch.no_grad():
-            out = self.model.decoder.forward_text(self._t(embeds), self._t(pos), self.torch.tensor(slot), select)
-        return out.numpy()
+            return self.engine.text(self.torch.from_numpy(embeds), pos, slot, select).numpy()
 
     def reset(self):
-        self.model.decoder.reset()
+        self.engine.reset()
 
 
 class GraphCalls:
-    """The five calls in terms of the declared methods; subclasses provide `_run(method, *arrays)`."""
+    """The engine calls in terms of the declared methods; subclasses provide `_run(method, *arrays)`, which
+    returns the method's outputs in declared order.
+
+    Setting `calls` to a list records every method call into it, in order, as
+    {"method": name, "inputs": [arrays, declared order], "outputs": [arrays, declared order]}
+    (runtime.vectors writes these as the call sequences the apps' ports are checked against)."""
+
+    calls: list | None = None
+
+    def _setup(self, manifest: dict):
+        self.manifest, self.kv = manifest, manifest["kv"]
+        self.layout = self.kv["layout"]
+        self.hidden = manifest["model"]["config"]["decoder"]["hidden_size"]
+        self.vision_kv: list[np.ndarray] = []
+
+    def _call(self, name, *arrays) -> list:
+        """Run a method; integer and float inputs are cast to the declared dtypes (Core ML declares int32
+        and float16 where the other targets take int64 and float32), then checked against the declaration."""
+        declared = method_spec(self.manifest, name)["inputs"]
+        arrays = [np.asarray(a, _NP[t["dtype"]]) if t["dtype"] in _NP else a for t, a in zip(declared, arrays)]
+        check_inputs(self.manifest, name, arrays)
+        outputs = [np.array(o) for o in self._run(name, *arrays)]  # copies: a runtime may reuse its memory
+        if self.calls is not None:
+            self.calls.append({"method": name, "inputs": [np.array(a) for a in arrays], "outputs": outputs})
+        return outputs
+
+    def reset(self):
+        vision = self.kv.get("vision_kv") or []
+        self.vision_kv = [np.zeros(self.kv["vision_kv_shape"], np.float32) for _ in vision]
 
     def encode_image(self, pixels):
-        return self._run("vision_encoder", pixels)
+        return self._call("vision_encoder", pixels)[0]
 
     def embed(self, ids):
-        return self._run("token_embedding", ids)
+        return self._call("token_embedding", np.array([list(ids)], np.int64))[0]
 
-    def prefill_vision(self, embeds, start_pos: int):
-        self._run("vision_prefill", embeds, np.array([start_pos], np.int64))
+    def prefill_vision(self, vision_embeds, start_pos: int, prefix_embeds):
+        if prefix_embeds is None:  # the method takes at least one row; start_pos = 0 masks it
+            prefix_embeds = np.zeros((1, 1, self.hidden), np.float32)
+        out = self._call("vision_prefill", vision_embeds, np.array([start_pos], np.int64), prefix_embeds)
+        self.vision_kv = out[1:]  # kept for every text_decoder call
 
-    def text(self, embeds, pos, slot: int, select: bool):
+    def text(self, embeds, pos: int, slot: int, select: bool):
+        n = embeds.shape[1]
+        check_slots(self.kv, slot, n)
         if self.layout == "shared":
-            return self._run("text_decoder", embeds, np.array([pos[0]], np.int64))
-        return self._run("text_decoder", embeds, pos.astype(np.int64), np.array([slot], np.int64),
-                         np.array([select]))
+            return self._call("text_decoder", embeds, np.array([pos], np.int64))[0][0, -1]
+        return self._call("text_decoder", embeds, np.arange(pos, pos + n, dtype=np.int64),
+                          np.array([slot], np.int64), np.array([int(select)], np.int64), *self.vision_kv)[0][0, -1]
+
+
+EXECUTORCH_MEMORY = ("shared", "per-method")
 
 
 class ExecuTorchBackend(GraphCalls):
-    """The .pte through ExecuTorch's Python runtime (`executorch.runtime`, which shares state buffers
-    between the methods of one program)."""
+    """The .pte through ExecuTorch's runtime, with its methods' memory one of two ways:
+    "shared"      `executorch.runtime`: the methods of one program share their memory arenas;
+    "per-method"  the pybindings Module (`portable_lib`), which, like the Android binding's Module, gives
+                  each method memory of its own: what a phone runs."""
 
-    def __init__(self, build_dir: Path, manifest: dict):
+    def __init__(self, build_dir: Path, manifest: dict, memory: str = "shared"):
         import executorch.kernels.quantized  # noqa: F401 (registers the int8 embedding kernel of 8da4w builds)
         import torch
-        from executorch.runtime import Runtime
 
-        self.torch, self.manifest, self.layout = torch, manifest, manifest["kv_layout"]
+        if memory not in EXECUTORCH_MEMORY:
+            raise BuildError(f"unknown ExecuTorch memory mode {memory!r}; valid: {', '.join(EXECUTORCH_MEMORY)}")
+        self._setup(manifest)
+        self.torch, self.memory = torch, memory
         file = build_dir / manifest["graphs"]["files"][0]
+        names = list(manifest["graphs"]["methods"])
         try:
-            program = Runtime.get().load_program(str(file))
-            # Load every method before running any: loading re-initialises initialised buffers (TOOLCHAIN.md).
-            self.methods = {name: program.load_method(name) for name in manifest["graphs"]["methods"]}
+            if memory == "shared":
+                from executorch.runtime import Runtime
+
+                program = Runtime.get().load_program(str(file))
+                # Load every method before running any: loading re-initialises initialised buffers (TOOLCHAIN.md).
+                methods = {name: program.load_method(name) for name in names}
+                self._exec = lambda name, inputs: methods[name].execute(inputs)
+            else:
+                from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+                module = _load_for_executorch(str(file))  # loads each method on its first run
+                self._exec = lambda name, inputs: module.run_method(name, tuple(inputs))
         except RuntimeError as e:
             raise BuildError(f"{file}: ExecuTorch cannot load it ({str(e).splitlines()[0]})") from None
+        self.reset()
 
     def _run(self, name, *arrays):
-        check_inputs(self.manifest, name, list(arrays))
-        out = self.methods[name].execute([self.torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
-        return out[0].numpy()
-
-    def reset(self):
-        """Stale K/V is masked by position; nothing to clear between conversations."""
+        out = self._exec(name, [self.torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+        return [o.numpy() for o in out]  # _call copies them
 
 
 class OnnxBackend(GraphCalls):
-    """One onnxruntime session per method; the KV state lives here as numpy arrays, passed in and out."""
+    """One onnxruntime session per method; the text K/V state lives here as numpy arrays, passed in and out."""
 
     def __init__(self, build_dir: Path, manifest: dict):
         import onnxruntime as ort
 
-        self.manifest, self.layout = manifest, manifest["kv_layout"]
+        self._setup(manifest)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         self.sessions, self.state_specs = {}, {}
@@ -138,24 +189,26 @@ class OnnxBackend(GraphCalls):
         self.reset()
 
     def _run(self, name, *arrays):
-        check_inputs(self.manifest, name, list(arrays))
         spec = self.manifest["graphs"]["methods"][name]
-        feeds = {t["name"]: np.ascontiguousarray(a) for t, a in zip(spec["inputs"], arrays)}
+        unread = set(spec.get("unread_inputs", []))  # declared, but the graph never reads them
+        feeds = {t["name"]: np.ascontiguousarray(a) for t, a in zip(spec["inputs"], arrays) if t["name"] not in unread}
         feeds.update({s["name"]: self.state[s["name"]] for s in spec.get("states", [])})
         session = self.sessions[name]
         out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
         self.state.update({k[:-len(".out")]: v for k, v in out.items() if k.endswith(".out")})
-        return out[spec["outputs"][0]["name"]]
+        return [out[t["name"]] for t in spec["outputs"]]
 
     def reset(self):
+        super().reset()
         self.state = {name: (np.ones if name.endswith("topk_keep") else np.zeros)(s["shape"], np.float32)
                       for name, s in self.state_specs.items()}
 
 
 def coreml_backend(build_dir: Path, manifest: dict):
     if sys.platform != "darwin":
-        raise BuildError("Core ML prediction needs macOS; on Linux run this build's parity with --backend torch "
-                         "or use the executorch/onnx builds")
+        raise BuildError("Core ML prediction needs macOS 15 or later; on Linux use this build's torch backend "
+                         "(--backend torch) or an executorch/onnx build, and run `python -m runtime.parity --build "
+                         "DIR` on a Mac for the Core ML check")
     from .coreml_backend import CoreMLBackend
 
     return CoreMLBackend(build_dir, manifest)
@@ -166,11 +219,12 @@ BACKENDS = {"torch": TorchBackend, "executorch": ExecuTorchBackend, "onnxruntime
 TARGET_BACKEND = {"executorch": "executorch", "onnx": "onnxruntime", "coreml": "coreml"}
 
 
-def make_backend(name: str | None, build_dir: Path, manifest: dict):
+def make_backend(name: str | None, build_dir: Path, manifest: dict, **options):
+    """options: executorch's memory mode (memory="per-method")."""
     name = name or TARGET_BACKEND[manifest["target"]]
     if name not in BACKENDS:
         raise BuildError(f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}")
     if name not in ("torch", TARGET_BACKEND[manifest["target"]]):
         raise BuildError(f"a {manifest['target']} build runs on {TARGET_BACKEND[manifest['target']]} or torch, "
                          f"not {name}")
-    return BACKENDS[name](Path(build_dir), manifest)
+    return BACKENDS[name](Path(build_dir), manifest, **options)

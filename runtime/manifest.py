@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: vision K/V as method outputs/inputs, no state shared between methods
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 REQUIRED = ("schema_version", "name", "target", "dtype", "model", "plan", "kv_layout", "image", "prompt",
             "tokenizer", "graphs", "kv", "parity")

@@ -72,7 +72,9 @@ def numel_bytes(module) -> int:
 
 
 def kv_buffer_bytes(decoder) -> int:
-    return sum(b.numel() * 4 for name, b in decoder.named_buffers() if name.endswith(("_k", "_v")))
+    """The text K/V buffers and the vision K/V the eager decoder keeps for the image."""
+    text = sum(b.numel() * 4 for name, b in decoder.named_buffers() if name.endswith(("_k", "_v")))
+    return text + sum(t.numel() * 4 for t in decoder.vision_kv)
 
 
 @pytest.mark.parametrize("name,plan,projector", CASES, ids=["-".join(c) for c in CASES])
@@ -269,16 +271,19 @@ def test_cli_errors_exit_2(capsys, argv, message):
 @pytest.mark.parametrize("modes", [["cross"], ["full", "text"], ["full", "cross", "text", "exit"]])
 def test_mobilevlm_8l_preset_removes_the_same_share_of_vision_flops_as_full_depth(modes):
     """The 8-layer speed preset stands in for MobileVLM V2 1.7B: a plan repeating the same pattern of modes
-    removes the same share of the vision-attributable prefill FLOPs at 8 layers as at 24."""
+    removes the same share of the vision-attributable prefill FLOPs at 8 layers as at 24: exactly without
+    text before the image, and within 2 points with it (the vision prefill runs that text again through the
+    layers up to the last full one, all but the last of them whole: not quite proportional to depth)."""
     full, short = preset("mobilevlm-v2-1.7b"), preset("mobilevlm-v2-1.7b-8l")
     assert short.replace(decoder={"num_layers": 24}) == full and short.num_vision_tokens == 144
 
-    def removed(cfg):
+    def removed(cfg, prefix):
         n = cfg.decoder.num_layers
         plan = {"name": "pattern", "modes": [modes[i * len(modes) // n] for i in range(n)]}
-        dense, planned, text = (estimate(cfg, p, 35, 32, image=i).prefill_flops
+        dense, planned, text = (estimate(cfg, p, prefix, 32, image=i).prefill_flops
                                 for p, i in (("dense", True), (plan, True), ("dense", False)))
         return (dense - planned) / (dense - text)
 
-    assert removed(short) == pytest.approx(removed(full), abs=1e-9)
-    assert 0 < removed(short) < 1
+    assert removed(short, 0) == pytest.approx(removed(full, 0), abs=1e-9)
+    assert removed(short, 35) == pytest.approx(removed(full, 35), abs=0.02)
+    assert 0 < removed(short, 35) < 1

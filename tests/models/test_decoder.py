@@ -38,7 +38,7 @@ def run_chunked(dec, prefix, vision, question, n_decode):
     with torch.no_grad():
         dec.forward_text(prefix, torch.arange(P), torch.tensor(0))
         if vision is not None:
-            dec.forward_vision(vision, torch.tensor(P))
+            dec.set_vision_kv(dec.forward_vision(vision, torch.tensor(P), prefix)[1])
         logits = dec.forward_text(question, torch.arange(P + nv, P + nv + Q), torch.tensor(P),
                                   select_topk=True, all_logits=True)
         out, tokens = [logits[0]], []

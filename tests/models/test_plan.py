@@ -65,10 +65,11 @@ def test_plan_file_errors(tmp_path):
 
 def test_vision_kv_is_stored_only_where_text_attends_vision():
     dec = make_decoder({"layers": {"0": "full", "1": "cross", "2": "text", "3": "exit"}})
-    stored = [hasattr(layer, "vision_k") for layer in dec.layers]
-    assert stored == [True, True, False, False, False]
-    names = {n for n, _ in dec.named_buffers() if "vision_k" in n or "vision_v" in n}
-    assert names == {f"layers.{i}.vision_{x}" for i in (0, 1) for x in "kv"}
+    assert dec.vision_layers == (0, 1)
+    with torch.no_grad():
+        _, kv = dec.forward_vision(torch.randn(1, NV, CFG.hidden_size), torch.tensor(0))
+    assert [tuple(t.shape) for t in kv] == [(1, CFG.num_kv_heads, NV, CFG.head_dim)] * 4
+    assert not [n for n, _ in dec.named_buffers() if "vision_k" in n or "vision_v" in n]  # no state to share
 
 
 def _capture(dec, layer_idx, prefix, vision, question, replace_input=None):
@@ -146,7 +147,7 @@ def test_cross_and_text_layers_leave_vision_states_unchanged(mode, frozen):
     def spy(x, *args):
         states["in"] = x.clone()
         out = step(x, *args)
-        states["out"] = out.clone()
+        states["out"] = out[0].clone()
         return out
 
     dec.layers[1].vision_step = spy
@@ -163,12 +164,12 @@ def test_cross_layer_kv_comes_from_the_frozen_states():
     vision = torch.randn(1, NV, CFG.hidden_size)
     dec.reset()
     with torch.no_grad():
-        dec.forward_vision(vision, torch.tensor(0))  # layer 0 is text: the states reach layer 1 unchanged
+        _, kv = dec.forward_vision(vision, torch.tensor(0))  # layer 0 is text: the states reach layer 1 unchanged
         layer = dec.layers[1]
         pos = torch.arange(NV)
         k, v = layer.self_attn.key_value(layer.input_layernorm(vision), dec.rope_cos[pos], dec.rope_sin[pos])
-    torch.testing.assert_close(layer.vision_k, k)
-    torch.testing.assert_close(layer.vision_v, v)
+    torch.testing.assert_close(kv[0], k)  # layers 1 (cross) and 2 (full) store vision K/V, in that order
+    torch.testing.assert_close(kv[1], v)
 
 
 @pytest.mark.parametrize("window", [0, 1, 2])
@@ -181,14 +182,13 @@ def test_window_masks_exactly_the_pairs_farther_than_h(window):
     x = torch.randn(1, NV, CFG.hidden_size)
     pos = torch.arange(NV)
     cos, sin = dec.rope_cos[pos], dec.rope_sin[pos]
-    no_text = torch.full((NV, CFG.max_seq_len), float("-inf"))
-    no_text[:, 0] = 0.0  # one (zero) text key so no row is empty
+    no_text = (torch.zeros(1, CFG.num_kv_heads, 0, CFG.head_dim),) * 2  # no text before the image
     with torch.no_grad():
-        base = layer._vision_full(x, cos, sin, no_text, dec.vision_self_bias)
+        base = layer._vision_full(x, cos, sin, no_text, dec.vision_self_bias)[0]
         for j in range(NV):
             x2 = x.clone()
             x2[0, j] += 1.0
-            diff = (layer._vision_full(x2, cos, sin, no_text, dec.vision_self_bias) - base).abs().amax(-1)[0]
+            diff = (layer._vision_full(x2, cos, sin, no_text, dec.vision_self_bias)[0] - base).abs().amax(-1)[0]
             for i in range(NV):
                 ri, ci, rj, cj = i // GRID, i % GRID, j // GRID, j % GRID
                 expect = j <= i and max(abs(ri - rj), abs(ci - cj)) <= window
@@ -207,7 +207,7 @@ def test_vision_heads_hide_vision_from_the_other_heads():
         pos = torch.arange(3 + NV, 3 + NV + 4)
         q = layer.self_attn.query(x, dec.rope_cos[pos], dec.rope_sin[pos])
         bias = torch.cat([masks.vision, masks.text.expand(masks.vision.shape[0], -1, -1)], -1)
-        probs = layer.self_attn.scores(q, torch.cat([layer.vision_k, layer.text_k], 2), bias)
+        probs = layer.self_attn.scores(q, torch.cat([dec.vision_kv[0], layer.text_k], 2), bias)
     vision_mass = probs[0, :, :, :NV].sum(-1)  # (H, T)
     assert torch.all(vision_mass[[0, 2, 3]] == 0)
     assert torch.all(vision_mass[1] > 0)
@@ -225,17 +225,11 @@ def test_keep_topk_limits_later_layers_to_k_vision_tokens():
     pos, slot = torch.tensor([3 + NV + 5]), torch.tensor(3 + 5)
 
     def decode_with(token_idx):
-        saved = [(layer.vision_k.clone(), layer.vision_v.clone()) for layer in dec.layers]
-        try:
-            for layer in dec.layers[2:]:
-                layer.vision_k[:, :, token_idx] += 5.0
-                layer.vision_v[:, :, token_idx] += 5.0
-            with torch.no_grad():
-                return dec.forward_text(x, pos, slot)
-        finally:
-            for layer, (k, v) in zip(dec.layers, saved):
-                layer.vision_k.copy_(k)
-                layer.vision_v.copy_(v)
+        kv = [t.clone() for t in dec.vision_kv]
+        for t in kv[2 * 2:]:  # every layer is full: layers >= 2 hold entries 4 ..
+            t[:, :, token_idx] += 5.0
+        with torch.no_grad():
+            return dec.forward_text(x, pos, slot, vision_kv=kv)
 
     with torch.no_grad():
         base = dec.forward_text(x, pos, slot)

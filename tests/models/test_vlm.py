@@ -95,10 +95,12 @@ def test_generate_without_image_and_with_stop_token():
 def test_prompt_longer_than_kv_capacity_is_refused():
     model = tiny("fastvlm-tiny", "dense", max_seq_len=12)
     prefix, pixels, question = inputs(model.cfg, n_prefix=4, n_question=9)
-    with pytest.raises(ValueError, match="13 tokens exceeds the KV capacity of 12 text tokens"):
+    with pytest.raises(ValueError, match="prompt of 13 tokens does not fit the KV capacity of 12 rows"):
         model.generate(prefix, pixels, question, max_new_tokens=2)
     # the image does not count against the text capacity; decoding past it does
     prefix, pixels, question = inputs(model.cfg, n_prefix=4, n_question=6)
     assert len(model.generate(prefix, pixels, question, max_new_tokens=3)) == 3  # 10 + 2 decoded = 12 slots
-    with pytest.raises(ValueError, match="exceeds the KV capacity of 12"):
-        model.generate(prefix, pixels, question, max_new_tokens=4)
+    assert len(model.generate(prefix, pixels, question, max_new_tokens=4)) == 3  # the cache is full: it stops
+    cur = Cursor(pos=12 + model.cfg.num_vision_tokens, slot=12)
+    with pytest.raises(ValueError, match="exceeds the KV capacity of 12"):  # one token past the last slot
+        model.decode(cur, 0)
