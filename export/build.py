@@ -27,6 +27,7 @@ from export import artifacts  # noqa: E402
 TARGETS = ("executorch", "onnx", "coreml")
 QUANT_TARGET = {"int8": "onnx", "8da4w": "executorch", "int4": "coreml"}  # the target each quantization scheme is built for
 REPO = Path(__file__).resolve().parents[1]
+VECTORS_MAX_IMAGE_SIZE = 512  # vectors.json holds preprocessed images: larger builds write them on request
 
 
 def target_module(name: str):
@@ -150,6 +151,11 @@ def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
 
         print(format_table(report), flush=True)
         raise ParityError(f"{name}: parity failed: {'; '.join(report['failures'])}")
+    if target != "coreml" and vlm.cfg.vision.image_size <= VECTORS_MAX_IMAGE_SIZE:
+        from runtime.vectors import write_vectors
+
+        st.run("vectors", write_vectors, tmp, tmp / "vectors.json", manifest=manifest)
+        manifest["vectors"] = "vectors.json"
     artifacts.write_json(tmp / "manifest.json", manifest)  # last: marks the directory complete
 
 

@@ -43,11 +43,12 @@ def stage_metrics(ref, engine, kv: KVLayout, pixels, before, after, n_decode: in
     return {name: compare(a, b) for name, a, b in zip(STAGES, r, o) if a is not None}
 
 
-def golden_match(build_dir: Path, manifest: dict, backend) -> bool:
+def golden_ids(build_dir: Path, manifest: dict, backend) -> tuple[list[list[int]], bool]:
+    """Greedy ids of every golden case through `backend`, and whether they equal golden.json's."""
     golden = json.loads((build_dir / manifest["golden"]).read_text())
     pipe = Pipeline(build_dir, backend=backend, manifest=manifest)
-    return all(pipe.generate(build_dir / c["image"], c["prompt"], max_new_tokens=len(c["ids"])).ids == c["ids"]
-               for c in golden["cases"])
+    ids = [pipe.generate(build_dir / c["image"], c["prompt"], max_new_tokens=len(c["ids"])).ids for c in golden["cases"]]
+    return ids, ids == [c["ids"] for c in golden["cases"]]
 
 
 def check_build(build_dir: Path, backend: str | None = None, manifest: dict | None = None) -> dict:
@@ -69,15 +70,21 @@ def check_build(build_dir: Path, backend: str | None = None, manifest: dict | No
         raise BuildError(f"the parity prompt takes {len(before) + len(after)} text tokens, the KV capacity is "
                          f"{kv.text_rows} rows: raise --max-seq-len")
     stages = stage_metrics(ref, out, kv, pixels, before, after, min(N_DECODE, room))
-    match = golden_match(build_dir, manifest, out)
+    ids, match = golden_ids(build_dir, manifest, out)
     quant = manifest.get("quant", "none")
     if manifest.get("quant_vision", "none") != "none":
         quant = f"vision-{manifest['quant_vision']}" + ("" if quant == "none" else f"+{quant}")
     report = judge(stages, match, manifest["dtype"], quant)
     if getattr(out, "memory", None) == "shared":  # ExecuTorch: again with one memory per method, as on Android
         phone = make_backend(backend, build_dir, manifest, memory="per-method")
+        phone_ids, phone_match = golden_ids(build_dir, manifest, phone)
         per_method = judge(stage_metrics(ref, phone, kv, pixels, before, after, min(N_DECODE, room)),
-                           golden_match(build_dir, manifest, phone), manifest["dtype"], quant)
+                           phone_match, manifest["dtype"], quant)
+        # the same program under the other memory mode: the same ids, quantized or not
+        per_method["same_ids_as_shared"] = phone_ids == ids
+        if not per_method["same_ids_as_shared"]:
+            per_method["passed"] = False
+            per_method["failures"].append("greedy tokens differ from the shared-memory run of the same program")
         report["per_method_memory"] = per_method
         if not per_method["passed"]:
             report["passed"] = False

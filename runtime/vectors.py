@@ -228,9 +228,9 @@ def _call(call: dict, methods: dict) -> dict:
             "outputs": named(call["outputs"], spec["outputs"], "outputs")}
 
 
-def build_vectors(build_dir, backend: str | None = None) -> dict:
+def build_vectors(build_dir, backend: str | None = None, manifest: dict | None = None) -> dict:
     build_dir = Path(build_dir)
-    manifest = load_manifest(build_dir)
+    manifest = manifest or load_manifest(build_dir)
     tok = PromptTokenizer(build_dir / manifest["tokenizer"], manifest["prompt"])
     return {"format": FORMAT, "build": manifest["name"], "manifest_schema_version": manifest["schema_version"],
             "tolerance": TOLERANCE, "tokenizer": tokenizer_section(tok, manifest["tokenizer"]),
@@ -238,11 +238,12 @@ def build_vectors(build_dir, backend: str | None = None) -> dict:
             "sampler": sampler_section(), "calls": calls_section(build_dir, manifest, backend)}
 
 
-def write_vectors(build_dir, out_path, backend: str | None = None) -> Path:
+def write_vectors(build_dir, out_path, backend: str | None = None, manifest: dict | None = None) -> Path:
     """Record the vectors of the build in `build_dir` into `out_path` (written whole or not at all).
 
-    backend: None for the build's own; it must record graph calls (executorch, onnxruntime)."""
-    vectors, out = build_vectors(build_dir, backend), Path(out_path)
+    backend: None for the build's own; it must record graph calls (executorch, onnxruntime).
+    manifest: an already loaded (e.g. not yet finalised) manifest."""
+    vectors, out = build_vectors(build_dir, backend, manifest), Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(vectors, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

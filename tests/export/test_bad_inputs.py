@@ -79,7 +79,7 @@ def test_huge_image_is_refused_quickly(onnx_build, image_dir, capsys):
 
 @pytest.mark.slow
 def test_prompt_longer_than_kv_capacity(onnx_build, image_dir, capsys):
-    capacity = json.loads((onnx_build / "manifest.json").read_text())["kv"]["text_capacity"]
+    capacity = json.loads((onnx_build / "manifest.json").read_text())["kv"]["text_rows"]
     code, _, err = run_generate(capsys, onnx_build, "--image", str(image_dir / "rgb.png"),
                                 "--prompt", "red square " * capacity)
     assert_one_line_error(code, err, "KV capacity", str(capacity))
