@@ -67,5 +67,21 @@ class Builds:
 
 
 @pytest.fixture(scope="session")
+def default_builds(tmp_path_factory):
+    """The README's main build, per target, made once: the trained default model with its shipped plan
+    (no --model, no --plan). Its vectors.json is what the apps' ports are tested against."""
+    done = {}
+
+    def get(target: str = "onnx") -> Path:
+        if target not in done:
+            out = tmp_path_factory.mktemp(f"default-{target}")
+            assert build_main(["--target", target, "--out", str(out)]) == 0
+            (done[target],) = [p for p in out.iterdir() if not p.name.startswith(".")]
+        return done[target]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def builds(tmp_path_factory, plan_files, stf_checkpoint) -> Builds:
     return Builds(tmp_path_factory.mktemp("builds"), plan_files, stf_checkpoint)
