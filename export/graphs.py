@@ -204,12 +204,12 @@ def example_inputs(method: Method, seq: int = 3, seed: int = 0) -> tuple[torch.T
     return tuple(out)
 
 
-def dynamic_shapes(method: Method, seq_dim) -> tuple | None:
+def dynamic_shapes(method: Method, seq_dim, flat: bool = False) -> tuple | None:
     """torch.export's dynamic_shapes for a wrapper's forward: one spec per named argument, and the split
-    text_decoder's vision K/V (its `*vision_kv`) as one tuple."""
+    text_decoder's vision K/V (its `*vision_kv`) as one tuple, unless `flat` (a forward taking *args)."""
     specs = tuple({i: seq_dim for i, d in enumerate(t.shape) if isinstance(d, str)} or None for t in method.inputs)
     if not any(specs):
         return None
-    if method.name == "text_decoder" and len(specs) > 4 and "select_topk" == method.inputs[3].name:
+    if not flat and method.name == "text_decoder" and len(specs) > 4 and method.inputs[3].name == "select_topk":
         return specs[:4] + (specs[4:],)
     return specs

@@ -66,7 +66,7 @@ def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, quan
         buffers = dict(module.named_buffers())
         state_inputs = tuple(torch.zeros_like(buffers[s]) + 0.0 for s in states)  # distinct tensors
         args = graphs.example_inputs(method) + state_inputs
-        dyn = graphs.dynamic_shapes(method, seq) or tuple(None for _ in method.inputs)
+        dyn = graphs.dynamic_shapes(method, seq, flat=True) or tuple(None for _ in method.inputs)
         with torch.no_grad():
             ep = export(Stateless(module, states), args, strict=False,
                         dynamic_shapes=(tuple(dyn) + tuple(None for _ in states),))

@@ -87,16 +87,28 @@ class Attention(nn.Module):
         The G = H / H_kv query heads that share a K/V head are stacked along the rows, (1, H_kv, G*T, D),
         so one matmul per K/V head serves them all: the K/V cache is never copied G times (a repeat of
         the whole cache per layer and step was a quarter of the exported decode step)."""
-        t = q.shape[2]
-        grouped = q.reshape(1, self.n_kv, -1, self.head_dim)  # heads h = kv * G + g, rows g * T + t
-        logits = (grouped @ k.transpose(-1, -2)).view(1, self.n_heads, t, -1) * self.head_dim ** -0.5 + bias
+        t, s = q.shape[2], k.shape[2]  # explicit sizes: with a dynamic key length a -1 left guards in export
+        grouped = q.reshape(1, self.n_kv, self.n_heads // self.n_kv * t, self.head_dim)  # rows g * T + t
+        logits = (grouped @ k.transpose(-1, -2)).view(1, self.n_heads, t, s) * self.head_dim ** -0.5 + bias
         return torch.softmax(logits.float(), dim=-1).to(q.dtype)
 
     def attend(self, q, k, v, bias):
         probs = self.scores(q, k, bias)
         t = q.shape[2]
-        out = (probs.reshape(1, self.n_kv, -1, probs.shape[-1]) @ v).view(1, self.n_heads, t, self.head_dim)
+        groups = self.n_heads // self.n_kv * t
+        out = (probs.reshape(1, self.n_kv, groups, probs.shape[-1]) @ v).view(1, self.n_heads, t, self.head_dim)
         return self.o_proj(out.transpose(1, 2).reshape(1, -1, self.n_heads * self.head_dim))
+
+
+    def attend_repeated(self, q, k, v, bias):
+        """`attend` with the K/V repeated per query head: for the text before the image, whose keys are as
+        many as its queries (a dynamic length on both sides, which the stacked form's views turn into
+        shape guards torch.export cannot prove)."""
+        g = self.n_heads // self.n_kv
+        k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)  # (1, H, P, D)
+        logits = q @ k.transpose(-1, -2) * self.head_dim ** -0.5 + bias
+        out = torch.softmax(logits.float(), dim=-1).to(q.dtype) @ v  # (1, H, P, D)
+        return self.o_proj(out.transpose(1, 2).reshape(1, q.shape[2], self.n_heads * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -310,7 +322,7 @@ class Decoder(nn.Module):
             h = layer.input_layernorm(x)
             out[i] = layer.self_attn.key_value(h, cos, sin)
             if i + 1 < self.prefix_depth:
-                x = layer.block(x, layer.self_attn.attend(layer.self_attn.query(h, cos, sin), *out[i], causal))
+                x = layer.block(x, layer.self_attn.attend_repeated(layer.self_attn.query(h, cos, sin), *out[i], causal))
         return out
 
     def reset(self):

@@ -182,8 +182,12 @@ class OnnxBackend(GraphCalls):
         opts.log_severity_level = 3
         self.sessions, self.state_specs = {}, {}
         for name, spec in manifest["graphs"]["methods"].items():
-            self.sessions[name] = ort.InferenceSession(str(build_dir / spec["file"]), opts,
-                                                       providers=["CPUExecutionProvider"])
+            path = build_dir / spec["file"]
+            try:
+                self.sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own types for a truncated or corrupt graph
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise BuildError(f"{path}: onnxruntime cannot load it ({reason[:200]})") from None
             for s in spec.get("states", []):
                 self.state_specs[s["name"]] = s
         self.reset()
@@ -227,4 +231,6 @@ def make_backend(name: str | None, build_dir: Path, manifest: dict, **options):
     if name not in ("torch", TARGET_BACKEND[manifest["target"]]):
         raise BuildError(f"a {manifest['target']} build runs on {TARGET_BACKEND[manifest['target']]} or torch, "
                          f"not {name}")
+    if options and name != "executorch":
+        raise BuildError(f"{', '.join(options)} applies to the executorch backend only, not {name}")
     return BACKENDS[name](Path(build_dir), manifest, **options)

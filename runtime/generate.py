@@ -25,13 +25,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", default=None,
                     help="torch, executorch, onnxruntime or coreml (default: the build's own)")
+    ap.add_argument("--memory", default=None, choices=("shared", "per-method"),
+                    help="executorch: the methods share memory (executorch.runtime, the default) or each has its "
+                         "own (as ExecuTorch's Android binding runs a .pte)")
     args = ap.parse_args(argv)
     if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
         ap.error("--max-new-tokens >= 1, --temperature >= 0 and 0 < --top-p <= 1")
     from .pipeline import Pipeline
 
     try:
-        pipe = Pipeline(args.build, backend=args.backend)
+        pipe = Pipeline(args.build, backend=args.backend, **({"memory": args.memory} if args.memory else {}))
         result = pipe.generate(args.image, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
                                args.seed, on_text=lambda s: print(s, end="", flush=True))
     except (BuildError, ImageError) as e:

@@ -101,6 +101,16 @@ def test_build_with_missing_graph_or_other_schema_is_refused(onnx_build, tmp_pat
     assert_one_line_error(code, err, "schema version 99")
 
 
+@pytest.mark.slow
+def test_truncated_onnx_graph_is_one_line_naming_the_file(onnx_build, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(onnx_build, broken)
+    graph = broken / "text_decoder.onnx"
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 3])
+    code, _, err = run_generate(capsys, broken, "--prompt", "Hi")
+    assert_one_line_error(code, err, "text_decoder.onnx", "onnxruntime cannot load it")
+
+
 def test_bogus_target_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         build_main(["--target", "bogus"])
