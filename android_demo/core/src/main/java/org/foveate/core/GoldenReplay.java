@@ -1,0 +1,111 @@
+package org.foveate.core;
+
+import java.io.File;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+import org.json.JSONArray;
+import org.json.JSONException;
+import org.json.JSONObject;
+
+/**
+ * The build's golden.json replayed through a pipeline: each case's picture and prompt, greedy, must give the
+ * golden ids exactly. The report says per case what came out and how long it took.
+ */
+public final class GoldenReplay {
+    /** Decodes a golden picture (Android: BitmapFactory; desktop: ImageIO). */
+    public interface ImageLoader {
+        ArgbImage load(File file);
+    }
+
+    public static final class CaseReport {
+        public final String image;
+        public final String prompt;
+        public final int[] expected;
+        public final int[] got;
+        public final String text;
+        public final Conversation.Timings timings;
+
+        CaseReport(String image, String prompt, int[] expected, int[] got, String text, Conversation.Timings timings) {
+            this.image = image;
+            this.prompt = prompt;
+            this.expected = expected;
+            this.got = got;
+            this.text = text;
+            this.timings = timings;
+        }
+
+        public boolean match() {
+            return Arrays.equals(expected, got);
+        }
+
+        @Override
+        public String toString() {
+            return (match() ? "PASS " : "FAIL ") + image + " \"" + prompt + "\": " + got.length + " tokens"
+                    + (match() ? "" : " " + Arrays.toString(got) + " != golden " + Arrays.toString(expected))
+                    + "; " + timings;
+        }
+    }
+
+    public static final class Report {
+        public final String build;
+        public final List<CaseReport> cases;
+
+        Report(String build, List<CaseReport> cases) {
+            this.build = build;
+            this.cases = cases;
+        }
+
+        public boolean allMatch() {
+            for (CaseReport c : cases) {
+                if (!c.match()) {
+                    return false;
+                }
+            }
+            return !cases.isEmpty();
+        }
+
+        @Override
+        public String toString() {
+            int passed = 0;
+            StringBuilder sb = new StringBuilder();
+            for (CaseReport c : cases) {
+                passed += c.match() ? 1 : 0;
+                sb.append("  ").append(c).append('\n');
+            }
+            return build + ": " + passed + "/" + cases.size() + " golden cases token-exact\n" + sb;
+        }
+    }
+
+    private GoldenReplay() {
+    }
+
+    public static Report run(Pipeline pipe, ImageLoader loader) {
+        Manifest m = pipe.manifest;
+        File file = m.file(m.goldenFile);
+        if (!file.isFile()) {
+            throw new BuildException(m.dir + " has no " + m.goldenFile);
+        }
+        List<CaseReport> out = new ArrayList<>();
+        try {
+            JSONObject golden = new JSONObject(Manifest.readText(file));
+            JSONArray cases = golden.getJSONArray("cases");
+            for (int i = 0; i < cases.length(); i++) {
+                JSONObject c = cases.getJSONObject(i);
+                int maxNew = c.optInt("max_new_tokens", golden.optInt("max_new_tokens", 16));
+                JSONArray ids = c.getJSONArray("ids");
+                int[] expected = new int[ids.length()];
+                for (int k = 0; k < expected.length; k++) {
+                    expected[k] = ids.getInt(k);
+                }
+                ArgbImage image = loader.load(m.file(c.getString("image")));
+                Pipeline.Result r = pipe.generate(image, c.getString("prompt"), maxNew, Sampler.greedy(), null);
+                out.add(new CaseReport(c.getString("image"), c.getString("prompt"), expected, r.ids, r.text, r.timings));
+            }
+        } catch (JSONException e) {
+            throw new BuildException(file + " is not a valid golden file (" + e.getMessage() + ")");
+        }
+        return new Report(m.name, out);
+    }
+}

@@ -1,0 +1,112 @@
+package org.foveate.core;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertTrue;
+import static org.junit.Assert.fail;
+
+import java.io.File;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+
+import org.json.JSONObject;
+import org.junit.BeforeClass;
+import org.junit.Test;
+
+/** The manifest is read whole or refused with one clear message. */
+public class ManifestTest {
+    private static File build;
+    private static JSONObject json;
+
+    @BeforeClass
+    public static void load() throws Exception {
+        build = Vectors.buildDir();
+        json = new JSONObject(Manifest.readText(new File(build, "manifest.json")));
+    }
+
+    private static String refusal(JSONObject m) throws Exception {
+        try {
+            Manifest.parse(m.toString(), build, "manifest.json");
+        } catch (BuildException e) {
+            return e.getMessage();
+        }
+        fail("accepted " + m.toString().substring(0, 60));
+        return null;
+    }
+
+    @Test
+    public void readsTheBuild() throws Exception {
+        Manifest m = Manifest.load(build);
+        assertEquals(json.getString("name"), m.name);
+        assertEquals(json.getString("kv_layout"), m.kv.layout);
+        assertEquals(json.getJSONObject("kv").getInt("text_rows"), m.kv.textRows);
+        for (String method : Protocol.methodsFor(m.kv.layout)) {
+            assertEquals(method, Protocol.inputsFor(method, m.kv), m.method(method).inputNames());
+        }
+    }
+
+    @Test
+    public void anotherSchemaVersionIsRefused() throws Exception {
+        JSONObject m = new JSONObject(json.toString());
+        m.put("schema_version", 1);
+        String msg = refusal(m);
+        assertTrue(msg, msg.contains("schema version 1; this runtime reads version 2"));
+        m.remove("schema_version");
+        assertTrue(refusal(m).contains("schema version None"));
+    }
+
+    @Test
+    public void aMissingMethodIsRefused() throws Exception {
+        JSONObject m = new JSONObject(json.toString());
+        m.getJSONObject("graphs").getJSONObject("methods").remove("text_decoder");
+        String msg = refusal(m);
+        assertTrue(msg, msg.contains("declares no method text_decoder"));
+        try {
+            Manifest.load(build).method("no_such_method");
+            fail();
+        } catch (BuildException e) {
+            assertTrue(e.getMessage().contains("has no method 'no_such_method'; it has"));
+        }
+    }
+
+    @Test
+    public void aMissingKeyIsRefused() throws Exception {
+        JSONObject m = new JSONObject(json.toString());
+        m.remove("kv");
+        assertTrue(refusal(m).contains("lacks required keys: kv"));
+    }
+
+    @Test
+    public void aMissingDirectoryOrFileIsRefused() throws Exception {
+        try {
+            Manifest.load(new File("/nonexistent/build"));
+            fail();
+        } catch (BuildException e) {
+            assertTrue(e.getMessage().startsWith("build directory not found"));
+        }
+        File dir = Files.createTempDirectory("foveate-manifest").toFile();
+        try {
+            Files.write(new File(dir, "manifest.json").toPath(), json.toString().getBytes(StandardCharsets.UTF_8));
+            Manifest.load(dir);
+            fail();
+        } catch (BuildException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("named in its manifest"));
+        } finally {
+            new File(dir, "manifest.json").delete();
+            dir.delete();
+        }
+    }
+
+    @Test
+    public void declaredInputsMustBeTheProtocols() throws Exception {
+        JSONObject m = new JSONObject(json.toString());
+        m.getJSONObject("graphs").getJSONObject("methods").getJSONObject("token_embedding").getJSONArray("inputs")
+                .getJSONObject(0).put("name", "input_ids");
+        Manifest manifest = Manifest.parse(m.toString(), build, "manifest.json");
+        try {
+            new ReplayEngine(manifest, new org.json.JSONArray(), 0.0);
+            fail();
+        } catch (BuildException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("token_embedding declares inputs [input_ids]"));
+        }
+    }
+}
