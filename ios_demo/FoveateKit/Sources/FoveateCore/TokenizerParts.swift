@@ -67,6 +67,7 @@ func replaceScalars(_ s: String, _ pattern: String, _ content: String) -> String
 enum PreTokenizer {
     case sequence([PreTokenizer])
     case byteLevel(addPrefixSpace: Bool, useRegex: Bool)
+    case split(SplitPattern)  // a known regex, its matches isolated (Qwen2)
     case metaspace(replacement: String, prepend: String, split: Bool)  // prepend: always | first | never
 
     static func from(_ json: JSONValue?) throws -> PreTokenizer? {
@@ -75,6 +76,14 @@ enum PreTokenizer {
         case "Sequence": return .sequence(try (json["pretokenizers"]?.array ?? []).compactMap(from))
         case "ByteLevel":
             return .byteLevel(addPrefixSpace: json["add_prefix_space"]?.bool ?? true, useRegex: json["use_regex"]?.bool ?? true)
+        case "Split":
+            let regex = json["pattern"]?["Regex"]?.string ?? ""
+            guard let pattern = SplitPattern(regex: regex), json["behavior"]?.string == "Isolated",
+                  json["invert"]?.bool != true else {
+                throw TokenizerError("Split pre-tokenizer \(regex) (\(json["behavior"]?.string ?? "?")) is not supported; "
+                                     + "this port knows GPT-2's and Qwen2's patterns, isolated")
+            }
+            return .split(pattern)
         case "Metaspace":
             let scheme = json["prepend_scheme"]?.string ?? ((json["add_prefix_space"]?.bool ?? true) ? "always" : "never")
             return .metaspace(replacement: json["replacement"]?.string ?? "\u{2581}", prepend: scheme,
@@ -92,8 +101,13 @@ enum PreTokenizer {
             return words.flatMap { w -> [String] in
                 let word = addPrefixSpace && !w.hasPrefix(" ") ? " " + w : w
                 let scalars = Array(word.unicodeScalars)
-                let ranges = useRegex ? ByteLevel.split(scalars) : [0..<scalars.count]
+                let ranges = useRegex ? SplitPattern.gpt2.split(scalars) : [0..<scalars.count]
                 return ranges.map { ByteLevel.encode(String(String.UnicodeScalarView(scalars[$0]))) }
+            }
+        case .split(let pattern):
+            return words.flatMap { w -> [String] in
+                let scalars = Array(w.unicodeScalars)
+                return pattern.split(scalars).map { String(String.UnicodeScalarView(scalars[$0])) }
             }
         case .metaspace(let replacement, let prepend, let split):
             return words.enumerated().flatMap { i, w -> [String] in

@@ -1,7 +1,9 @@
-"""Writes ios_demo/FoveateKit/Tests/FoveateCoreTests/Fixtures/sentencepiece.json: two SentencePiece-style
+"""Writes sentencepiece.json beside this file: two SentencePiece-style
 tokenizer.json files (LLaMA's normalizer form and the Metaspace form) with what Hugging Face tokenizers
 encodes and decodes, so the Swift port's SentencePiece path is checked without a download."""
-import json, sys
+import json
+from pathlib import Path
+
 from tokenizers import Tokenizer, models, normalizers, decoders, processors, pre_tokenizers
 
 chars = list("▁helowrdatcnsiu.,!?") + ["é"]
@@ -44,4 +46,4 @@ for kind in ("normalizer", "metaspace"):
             for skip in (True, False):
                 dec.append({"ids": cut, "skip_special_tokens": skip, "text": tok.decode(cut, skip_special_tokens=skip)})
     out["tokenizers"].append({"kind": kind, "json": json.loads(tok.to_str()), "encode": enc, "decode": dec})
-json.dump(out, open(sys.argv[1], "w"), ensure_ascii=False, indent=1)
+(Path(__file__).parent / "sentencepiece.json").write_text(json.dumps(out, ensure_ascii=False, indent=1))

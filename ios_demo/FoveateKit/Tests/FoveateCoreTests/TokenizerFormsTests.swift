@@ -1,22 +1,25 @@
-// SentencePiece-derived BPE as LLaMA / MobileVLM tokenizer.json files have it (byte_fallback, "▁" for spaces,
-// the Prepend/Replace normalizer or the Metaspace pre-tokenizer, ByteFallback/Fuse/Strip decoders, a BOS
-// post-processor), checked against what Hugging Face tokenizers does: Fixtures/sentencepiece.json, written by
-// Fixtures/make_sentencepiece.py. Needs no vectors.
+// The tokenizer.json forms of the checkpoints foveate ports, checked against what Hugging Face tokenizers
+// does (Fixtures/, written by the make_*.py beside them); no vectors needed.
+//   SentencePiece-derived BPE (LLaMA / MobileVLM): byte_fallback, "▁" for spaces, the Prepend/Replace
+//   normalizer or the Metaspace pre-tokenizer, ByteFallback/Fuse/Strip decoders, a BOS post-processor.
+//   Qwen2 (FastVLM): NFC, its Split regex, then ByteLevel without a regex of its own.
 import XCTest
 @testable import FoveateCore
 
-final class SentencePieceTests: XCTestCase {
-    private func fixtures() throws -> [JSONValue] {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: "sentencepiece", withExtension: "json", subdirectory: "Fixtures"))
-        return try XCTUnwrap(JSONValue.parse(Data(contentsOf: url))["tokenizers"]?.array)
+final class TokenizerFormsTests: XCTestCase {
+    private func fixture(_ name: String) throws -> JSONValue {
+        let url = try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Fixtures"))
+        return try JSONValue.parse(Data(contentsOf: url))
     }
+
+    private func fixtures() throws -> [JSONValue] { try XCTUnwrap(fixture("sentencepiece")["tokenizers"]?.array) }
 
     private func tokenizer(_ f: JSONValue) throws -> Tokenizer {
         let json = try JSONSerialization.data(withJSONObject: try XCTUnwrap(foundation(f["json"])))
         return try Tokenizer(json: json, prompt: PromptTemplate(beforeImage: "", afterImage: "{prompt}"))
     }
 
-    func testEncodeLikeTheReference() throws {
+    func testSentencePieceEncodeLikeTheReference() throws {
         for f in try fixtures() {
             let tok = try tokenizer(f), kind = f["kind"]?.string ?? "?"
             for c in try f.list("encode") {
@@ -26,13 +29,26 @@ final class SentencePieceTests: XCTestCase {
         }
     }
 
-    func testDecodeLikeTheReference() throws {
+    func testSentencePieceDecodeLikeTheReference() throws {
         for f in try fixtures() {
             let tok = try tokenizer(f), kind = f["kind"]?.string ?? "?"
             for c in try f.list("decode") {
                 let ids = try XCTUnwrap(c["ids"]?.ints), skip = try XCTUnwrap(c["skip_special_tokens"]?.bool)
                 XCTAssertSameText(tok.decode(ids, skipSpecial: skip), try XCTUnwrap(c["text"]?.string), "\(kind): \(ids) skip=\(skip)")
             }
+        }
+    }
+
+    func testQwen2FormLikeTheReference() throws {
+        let f = try fixture("qwen2")
+        let tok = try tokenizer(f)
+        for c in try f.list("encode") {
+            let text = try XCTUnwrap(c["text"]?.string)
+            XCTAssertEqual(tok.encode(text), c["ids"]?.ints, "qwen2: \(text.debugDescription)")
+        }
+        for c in try f.list("decode") {
+            let ids = try XCTUnwrap(c["ids"]?.ints)
+            XCTAssertSameText(tok.decode(ids, skipSpecial: false), try XCTUnwrap(c["text"]?.string), "qwen2: \(ids)")
         }
     }
 
