@@ -45,7 +45,7 @@ from models.analysis import summarise, trace  # noqa: E402
 from models.cost import estimate  # noqa: E402
 from models.plan import Plan, PlanError, TopK  # noqa: E402
 from models.vlm import VLM, Cursor, resolve_plan  # noqa: E402
-from runtime.evaluate import kl_divergence  # noqa: E402
+from runtime.fidelity import kl_divergence  # noqa: E402
 
 KINDS = ("easy", "hard")
 WINDOWS = (2, 1)
@@ -309,7 +309,7 @@ def write(result: dict, plan_path: Path, report_dir: Path | None) -> None:
 
 def load_for_calibration(model_dir: Path):
     """The dense model and its prompt tokenizer from a checkpoint directory."""
-    from runtime.evaluate import model_and_tokenizer
+    from runtime.fidelity import model_and_tokenizer
 
     return model_and_tokenizer(model_dir, "dense")
 

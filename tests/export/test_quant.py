@@ -89,7 +89,7 @@ def test_8da4w_executorch_build_of_the_trained_model(tmp_path):
     """torchao 8da4w on the decoder's linears (int8 embedding), lowered to XNNPACK. On random weights
     int4 noise alone puts the logits' cosine near 0.93 (no structure to preserve), so this runs on the
     trained model."""
-    from runtime.evaluate import run_build, run_model, scores
+    from tools.evaluate import run_build, run_model, scores
 
     assert build_main(["--target", "executorch", "--quant", "8da4w", "--out", str(tmp_path)]) == 0
     build = tmp_path / "foveate-tiny-default-executorch-8da4w"
@@ -225,7 +225,8 @@ def test_int8_vision_encoder_answers_like_fp32():
     from export import graphs
     from export.executorch import calibration_pixels, quantize_vision_int8
     from export.load import SHIPPED_MODEL_DIR
-    from runtime.evaluate import model_and_tokenizer, run_vlm, scores
+    from runtime.fidelity import model_and_tokenizer
+    from tools.evaluate import run_vlm, scores
 
     items = samples("test", "all", 48)
     vlm, tok = model_and_tokenizer(SHIPPED_MODEL_DIR, "dense")

@@ -7,8 +7,8 @@ import pytest
 
 from data.shapes import samples
 from export.build import main as build_main
-from runtime.evaluate import run_build, run_model, scores
 from runtime.generate import main as generate_main
+from tools.evaluate import run_build, run_model, scores
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints" / "foveate-tiny"

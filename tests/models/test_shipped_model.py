@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from data.shapes import samples
-from runtime.evaluate import run_model, scores
+from tools.evaluate import run_model, scores
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 N = 60
 MARGIN = 0.05
-# measured with: python -m runtime.evaluate --model checkpoints/<model> --plan <plan> --split <kind> --n 60
+# measured with: python -m tools.evaluate --model checkpoints/<model> --plan <plan> --split <kind> --n 60
 MEASURED = {
     ("foveate-tiny", "dense"): {"easy": 1.000, "hard": 0.933},
     ("foveate-tiny-stf", "dense"): {"easy": 1.000, "hard": 0.950},

@@ -1,4 +1,4 @@
-"""runtime/bench_vision.py on the tiny preset at two sizes: every run is timed, and the ratios come from
+"""tools/bench_vision.py on the tiny preset at two sizes: every run is timed, and the ratios come from
 the timings and the files, not from a speed."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from runtime.bench_vision import main, set_threads
+from tools.bench_vision import main, set_threads
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Speed of builds, dense vs planned, per backend, measured interleaved in one process (DESIGN.md §8).
 
-    python -m runtime.bench --preset fastvlm-0.5b --image-size 1024 --prompt-tokens 32 --new-tokens 32 \
+    python -m tools.bench --preset fastvlm-0.5b --image-size 1024 --prompt-tokens 32 --new-tokens 32 \
         --plans dense,plans/example-fastvlm-0.5b.json --backends executorch,onnxruntime --json results.json
-    python -m runtime.bench --preset fastvlm-tiny --plans dense,PLAN.json --backends onnxruntime,torch
+    python -m tools.bench --preset fastvlm-tiny --plans dense,PLAN.json --backends onnxruntime,torch
 
 Builds come from export/build.py and are cached under --cache by a hash of what defines them (model,
 plan, sizes, target, quantization, and the source of every repository module the build imports); before
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import BuildError, load_manifest
+from runtime.manifest import BuildError, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 BACKEND_TARGET = {"executorch": "executorch", "onnxruntime": "onnx", "torch": "onnx"}  # torch runs a build's weights
@@ -56,7 +56,7 @@ METRICS = ("image_encode_s", "prefill_s", "ttft_s", "decode_tok_s")
 CACHE_MAX_GB = 20.0  # a full-size fp32 FastVLM-0.5B build holds 5.2 GB: its .pte and the weights it was checked against
 
 
-PACKAGES = ("models", "export", "runtime", "data")  # the repository's own top-level packages
+PACKAGES = ("models", "export", "runtime", "data", "tools")  # the repository's own top-level packages
 
 
 def imported_sources(*roots: Path) -> list[Path]:
@@ -160,8 +160,7 @@ def _check_plans(model: str, plans: list[str], image_size: int):
     fit the model before the first (slow) build starts, and the KV capacity must hold the template."""
     from export.load import LoadError, load_model_config
     from models.vlm import resolve_plan
-
-    from .tokenizer import PromptTokenizer, TokenizerError
+    from runtime.tokenizer import PromptTokenizer, TokenizerError
 
     try:
         cfg, tokenizer = load_model_config(model, image_size, None)  # the config only: no full-size weights held
@@ -186,7 +185,7 @@ def conversation(pipe, prompt_tokens: int, seed: int = 0):
     """(ids before the image, pixels, ids after it): the template's prefix, a random image, random ids."""
     from PIL import Image
 
-    from .image import preprocess
+    from runtime.image import preprocess
 
     rng = np.random.default_rng(seed)
     size = pipe.manifest["image"]["size"]
@@ -396,7 +395,7 @@ def _models_and_plans(args) -> tuple[list[tuple[str, str, str]], dict, int]:
 
 
 def run(args, log=print) -> dict:
-    from .pipeline import Pipeline
+    from runtime.pipeline import Pipeline
 
     model = args.model or args.preset
     cache = Path(args.cache)
@@ -485,7 +484,7 @@ def machine() -> dict:
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--preset", help="preset name (random weights)")

@@ -1,8 +1,8 @@
 """Fidelity on the generated shapes task (data/shapes.py): of a build, or of a model under vision plans.
 
-    python -m runtime.evaluate --build build/foveate-tiny-default-onnx --split hard --n 200
-    python -m runtime.evaluate --model checkpoints/foveate-tiny --plan dense --plan my-plan.json --split all
-    python -m runtime.evaluate --table plans/fidelity.json --n 500 --markdown fidelity.md --json fidelity.json
+    python -m tools.evaluate --build build/foveate-tiny-default-onnx --split hard --n 200
+    python -m tools.evaluate --model checkpoints/foveate-tiny --plan dense --plan my-plan.json --split all
+    python -m tools.evaluate --table plans/fidelity.json --n 500 --markdown fidelity.md --json fidelity.json
 
 Per run: exact-match accuracy of the greedy answer (easy, hard, and per question type) and, against
 the dense model, the top-1 agreement and mean KL(dense || run) of the first answer token's
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import BuildError
+from runtime.fidelity import kl_divergence, model_and_tokenizer
+from runtime.manifest import BuildError
 
 MAX_NEW_TOKENS = 4  # every answer is one word: a token or two, then the stop token
 KINDS = ("easy", "hard")
@@ -41,18 +42,6 @@ class Run:
     first_logits: np.ndarray  # (n, V)
     num_vision_tokens: int
     cost: dict | None = None  # decoder prefill FLOPs: dense / plan / text only (from models/cost.py)
-
-
-def kl_divergence(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
-    """KL(softmax(p) || softmax(q)) per row, in nats."""
-    lp = _log_softmax(p_logits.astype(np.float64))
-    lq = _log_softmax(q_logits.astype(np.float64))
-    return (np.exp(lp) * (lp - lq)).sum(-1)
-
-
-def _log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
 def scores(run: Run, items, reference: Run | None) -> dict:
@@ -79,7 +68,7 @@ def _progress(name: str, i: int, n: int):
 
 def run_build(build_dir, items, backend=None) -> Run:
     """Answer every item through a build's runtime pipeline (any backend)."""
-    from .pipeline import Pipeline
+    from runtime.pipeline import Pipeline
 
     pipe = Pipeline(build_dir, backend=backend)
     answers, logits = [], []
@@ -89,19 +78,6 @@ def run_build(build_dir, items, backend=None) -> Run:
         logits.append(r.first_logits)
         _progress(Path(build_dir).name, i, len(items))
     return Run(Path(build_dir).name, answers, np.stack(logits), pipe.num_vision)
-
-
-def model_and_tokenizer(model_dir, plan="dense", tokenizer=None):
-    """The PyTorch model under `plan` (eval mode) and its prompt tokenizer (default: the model's file)."""
-    from models.checkpoint import load_model
-
-    from .tokenizer import PromptTokenizer
-
-    vlm = load_model(model_dir, plan=plan).eval()
-    p = vlm.cfg.prompt
-    tok = PromptTokenizer(tokenizer or Path(model_dir) / "tokenizer.json", {"before_image": p.before_image,
-                          "after_image": p.after_image, "stop_tokens": p.stop_tokens})
-    return vlm, tok
 
 
 def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None) -> Run:
@@ -115,8 +91,7 @@ def run_vlm(vlm, tok, items, name: str) -> Run:
     import torch
 
     from models.cost import estimate
-
-    from .image import preprocess
+    from runtime.image import preprocess
 
     spec = vlm.cfg.image_spec()
     answers, logits, prompt_lens = [], [], []
@@ -188,7 +163,7 @@ def _plan_shape(manifest: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m runtime.evaluate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.evaluate", description=__doc__.split("\n\n")[0])
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--build", help="build directory (holds manifest.json)")
     what.add_argument("--model", help="checkpoint directory, evaluated in PyTorch under each --plan")
@@ -211,7 +186,7 @@ def main(argv=None) -> int:
         if args.table:
             results = run_table(Path(args.table), items)
         elif args.build:
-            from .manifest import load_manifest
+            from runtime.manifest import load_manifest
 
             build = Path(args.build)
             manifest = load_manifest(build)

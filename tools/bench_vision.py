@@ -1,19 +1,19 @@
 """The vision encoder alone, fp32 against PT2E static int8, through ExecuTorch XNNPACK, at several image sizes.
 
-    python -m runtime.bench_vision --preset fastvlm-0.5b --image-sizes 1024,512,384 --json reports/bench-vision-int8.json
-    python -m runtime.bench_vision --model checkpoints/foveate-tiny
+    python -m tools.bench_vision --preset fastvlm-0.5b --image-sizes 1024,512,384 --json reports/bench-vision-int8.json
+    python -m tools.bench_vision --model checkpoints/foveate-tiny
 
-No plan touches the encoder, and at 1024 px it is most of the time to first token (runtime/bench.py);
+No plan touches the encoder, and at 1024 px it is most of the time to first token (tools/bench.py);
 int8 is what can make it faster. For every size this builds the `vision_encoder` method of the build
 (image -> projected vision tokens) twice: fp32, and int8 as `export/build.py --quant-vision int8`
 makes it (per-channel symmetric weights, per-tensor activations calibrated on training images of
 the shapes task). Each is lowered to its own one-method `.pte`, cached under --cache by a hash of
-the model, the size, the scheme and the source that builds it (bounded as runtime.bench bounds it,
+the model, the size, the scheme and the source that builds it (bounded as tools.bench bounds it,
 --cache-max-gb). The timings are medians with min/max over --repeats runs taken A B A B ... in one
 process, so the fp32/int8 ratio of a size comes from one run. Also reported: the encoder's FLOPs
 (cost model), the `.pte` sizes and the cosine of the int8 output to the fp32 output on a task image.
 
-Accuracy of the int8 encoder on the default model's test split is `runtime.evaluate` on a build
+Accuracy of the int8 encoder on the default model's test split is `tools.evaluate` on a build
 made with `--quant-vision int8` (README, quantization). Exit codes: 0 measured; 2 bad input; 3 a
 build failed.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import CACHE_MAX_GB, machine, measure, prune_cache, run_or_exit
-from .manifest import BuildError
+from runtime.manifest import BuildError
+from tools.bench import CACHE_MAX_GB, machine, measure, prune_cache, run_or_exit
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMES = ("fp32", "int8")
@@ -62,13 +62,15 @@ def build_encoder(vlm, scheme: str, calibration_images: int, path: Path, log=pri
 
     from export import graphs
     from export.executorch import export_vision_encoder, lower
+    from models.protocol import KVLayout
 
     if path.is_file():
         os.utime(path.parent)  # the cache forgets the least recently used entries first
         return path
     log(f"[bench_vision] building the {scheme} encoder at {vlm.cfg.vision.image_size} px into {path} ...")
     t0 = time.perf_counter()
-    example = graphs.example_inputs(graphs.methods(vlm.cfg, "split", vlm.cfg.decoder.hidden_size)["vision_encoder"])
+    kv = KVLayout.derive(vlm.cfg, vlm.plan, "split")
+    example = graphs.example_inputs(graphs.methods(vlm.cfg, kv)["vision_encoder"])
     program = export_vision_encoder(vlm, example, scheme == "int8", calibration_images)
     buffer = lower({"forward": program})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,7 @@ def task_pixels(vlm) -> np.ndarray:
     """A test-split image of the shapes task, preprocessed for this encoder (not a calibration image)."""
     from data.shapes import render, scene_questions
 
-    from .image import preprocess
+    from runtime.image import preprocess
 
     return preprocess(render(scene_questions("test", 0)[0]), vlm.cfg.image_spec())
 
@@ -180,7 +182,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m runtime.bench_vision", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m tools.bench_vision", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--preset", help="preset name (random weights)")

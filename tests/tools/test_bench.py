@@ -1,4 +1,4 @@
-"""runtime/bench.py smoke run on the tiny preset: the JSON is complete and every ratio comes from the timings."""
+"""tools/bench.py smoke run on the tiny preset: the JSON is complete and every ratio comes from the timings."""
 
 import json
 import os
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.bench import main
+from tools.bench import main
 
 PLAN = {"name": "cross-exit", "layers": {"0": "full", "1-2": "cross", "3": "exit"}}
 
@@ -78,7 +78,7 @@ def test_builds_are_cached_by_content(bench, capsys):
 
 
 def test_the_cache_forgets_the_least_recently_used_entries_a_run_does_not_need(tmp_path):
-    from runtime.bench import prune_cache
+    from tools.bench import prune_cache
 
     for i, name in enumerate(["old", "mid", "new", "needed"]):
         (tmp_path / name).mkdir()
@@ -125,7 +125,7 @@ def _write(root, files):
 
 
 def test_build_key_covers_the_modules_a_build_imports_and_no_others(tmp_path, monkeypatch):
-    import runtime.bench as bench
+    import tools.bench as bench
 
     _write(tmp_path, {
         "export/__init__.py": "",
@@ -138,7 +138,8 @@ def test_build_key_covers_the_modules_a_build_imports_and_no_others(tmp_path, mo
         "models/train.py": "from models.vlm import VLM\n",
         "runtime/__init__.py": "",
         "runtime/parity.py": "",
-        "runtime/bench.py": "from export import build\n",
+        "tools/__init__.py": "",
+        "tools/bench.py": "from export import build\n",
     })
     monkeypatch.setattr(bench, "REPO", tmp_path)
     got = {str(p.relative_to(tmp_path)) for p in bench.imported_sources(tmp_path / "export" / "build.py",
@@ -151,7 +152,7 @@ def test_build_key_covers_the_modules_a_build_imports_and_no_others(tmp_path, mo
 
     first = key()
     (tmp_path / "models" / "train.py").write_text("# edited\n")
-    (tmp_path / "runtime" / "bench.py").write_text("# edited\n")
+    (tmp_path / "tools" / "bench.py").write_text("# edited\n")
     assert key() == first
     (tmp_path / "models" / "plan.py").write_text("import numpy  # edited\n")
     assert key() != first
