@@ -8,6 +8,7 @@ from export.build import main as build_main
 from export.random_model import RANDOM_MODEL_DIR
 from runtime.parity import QUANT_COSINE_FLOOR, judge
 from runtime.pipeline import Pipeline
+from models.protocol import KVLayout
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,7 @@ def test_int8_vision_encoder_program_is_quantized_and_close():
 
     vlm = load_model(SHIPPED_MODEL_DIR).eval()
     module = graphs.wrappers(vlm, "split")["vision_encoder"]
-    method = graphs.methods(vlm.cfg, "split", vlm.cfg.decoder.hidden_size)["vision_encoder"]
+    method = graphs.methods(vlm.cfg, KVLayout.derive(vlm.cfg, vlm.plan, "split"))["vision_encoder"]
     pixels = calibration_pixels(vlm, 36)
     program = quantize_vision_int8(module, graphs.example_inputs(method), pixels[:32])  # as the build calibrates
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
@@ -231,7 +232,7 @@ def test_int8_vision_encoder_answers_like_fp32():
     items = samples("test", "all", 48)
     vlm, tok = model_and_tokenizer(SHIPPED_MODEL_DIR, "dense")
     fp32 = run_vlm(vlm, tok, items, "fp32")
-    method = graphs.methods(vlm.cfg, "split", vlm.cfg.decoder.hidden_size)["vision_encoder"]
+    method = graphs.methods(vlm.cfg, KVLayout.derive(vlm.cfg, vlm.plan, "split"))["vision_encoder"]
     program = quantize_vision_int8(graphs.wrappers(vlm, "split")["vision_encoder"], graphs.example_inputs(method),
                                    calibration_pixels(vlm))
     vlm.encode_image = program.module()
