@@ -98,14 +98,15 @@ def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target:
 
 
 def entry_key(model: str, plan: dict, image_size: int, max_seq_len: int, target: str, quant: str = "none",
-              quant_vision: str = "none") -> str:
+              quant_vision: str = "none", vision_kv: str = "io") -> str:
     """The cache entry's name of a build: its key, the quantization part of its target."""
     suffix = ("" if quant == "none" else f"-{quant}") + ("" if quant_vision == "none" else f"-vision{quant_vision}")
+    suffix += "" if vision_kv == "io" else f"-kv{vision_kv}"
     return build_key(model, plan, image_size, max_seq_len, target + suffix)
 
 
 def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_seq_len: int, target: str,
-                 out: Path, log=print, quant: str = "none", quant_vision: str = "none") -> Path:
+                 out: Path, log=print, quant: str = "none", quant_vision: str = "none", vision_kv: str = "io") -> Path:
     """The cached build directory, built first when absent. A quantized build of a preset (random
     weights) skips parity: the fidelity floor means nothing without trained weights (README).
 
@@ -124,6 +125,8 @@ def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_s
         argv += ["--quant", quant] + (["--skip-parity"] if not Path(model).is_dir() else [])
     if quant_vision != "none":
         argv += ["--quant-vision", quant_vision]
+    if vision_kv != "io":  # the earlier design fails the one-memory-per-method check by design: not checked
+        argv += ["--vision-kv", vision_kv] + ([] if "--skip-parity" in argv else ["--skip-parity"])
     code = subprocess.run([sys.executable, str(REPO / "export" / "build.py"), *argv]).returncode
     if code != 0:
         raise RuntimeError(f"python export/build.py {' '.join(argv)} failed (exit {code})")
@@ -260,7 +263,8 @@ def cost_of(build: Path, manifest: dict, prefix_tokens: int, prompt_tokens: int,
     from models.cost import estimate
     from models.vlm import resolve_plan
 
-    cfg = load_config(build / manifest["weights"], max_seq_len=manifest["kv"]["text_capacity"])
+    kv = manifest["kv"]
+    cfg = load_config(build / manifest["weights"], max_seq_len=kv["text_rows"] - kv["image_slots"])
     plan = resolve_plan(cfg, manifest["plan"])
     c = estimate(cfg, plan, prefix_tokens, prompt_tokens, new_tokens)
     text = estimate(cfg, "dense", prefix_tokens, prompt_tokens, new_tokens, image=False)
@@ -415,28 +419,33 @@ def run(args, log=print) -> dict:
                              and backend != "torch" else [])
         for quant, (source, spec, suffix) in ((q, o) for q in quants for o in order):
             quant_vision = args.quant_vision if quant != "none" else "none"
-            key = entry_key(source, plans[source][spec], args.image_size, max_seq_len, BACKEND_TARGET[backend],
-                            quant, quant_vision)
-            wanted.append((backend, quant, source, spec, suffix, quant_vision, key))
+            designs = ["io"] + (["buffers"] if args.compare_vision_kv and backend == "executorch" and spec != "dense"
+                                else [])
+            for vision_kv in designs:
+                key = entry_key(source, plans[source][spec], args.image_size, max_seq_len, BACKEND_TARGET[backend],
+                                quant, quant_vision, vision_kv)
+                wanted.append((backend, quant, source, spec, suffix, quant_vision, vision_kv, key))
     prune_cache(cache, {w[-1] for w in wanted}, int(args.cache_max_gb * 1e9), log)
-    for backend, quant, source, plan_spec, suffix, quant_vision, key in wanted:
+    for backend, quant, source, plan_spec, suffix, quant_vision, vision_kv, key in wanted:
         builds.append((backend, quant, source, suffix, ensure_build(
             source, plan_spec, plans[source], args.image_size, max_seq_len, BACKEND_TARGET[backend], cache / key,
-            log, quant, quant_vision)))
+            log, quant, quant_vision, vision_kv)))
     for backend, quant, source, suffix, build in builds:  # loaded only once all are built: a build peaks at ~15 GB
         manifest = load_manifest(build)
         rss0 = rss_bytes()
         pipe = Pipeline(build, backend=backend, manifest=manifest)
         rss1 = rss_bytes()
         label = f"{backend}:{manifest['plan']['name']}" + ("" if quant == "none" else f"+{quant}") + (
-            f"+vision-{manifest['quant_vision']}" if manifest.get("quant_vision", "none") != "none" else "") + suffix
+            f"+vision-{manifest['quant_vision']}" if manifest.get("quant_vision", "none") != "none" else "") + (
+            "+kvbuffers" if manifest["kv"].get("vision_kv_design") == "buffers" else "") + suffix
         pipes[label] = pipe
         loaded[label] = (build, manifest, None if rss0 is None else rss1 - rss0, source)
     first = next(iter(pipes.values()))
     before, pixels, after = conversation(first, args.prompt_tokens)
-    if len(before) + len(after) + args.new_tokens > first.capacity:
+    capacity = first.kv.text_rows - first.kv.image_slots  # text tokens the cache holds beside the image
+    if len(before) + len(after) + args.new_tokens > capacity:
         raise BuildError(f"{len(before)} + {len(after)} + {args.new_tokens} tokens exceed the KV capacity "
-                         f"{first.capacity}; raise --max-seq-len")
+                         f"{capacity}; raise --max-seq-len")
     for label, pipe in pipes.items():
         runs[label] = ours(pipe, before, pixels, after, args.new_tokens)
         backend, plan = label.split(":", 1)
@@ -452,6 +461,7 @@ def run(args, log=print) -> dict:
         rows.append({"backend": backend, "plan": label.split(":", 1)[1], "model": source,
                      "quant": manifest.get("quant", "none"),
                      "quant_vision": manifest.get("quant_vision", "none"),
+                     "vision_kv": manifest["kv"].get("vision_kv_design", "io"),
                      "build": str(build),
                      "vision_tokens": manifest["kv"]["vision_tokens"], "timings": timings[label],
                      "text_only_prefill_s": floor, "load_rss_bytes": grown,
@@ -468,11 +478,27 @@ def run(args, log=print) -> dict:
                   "ours_decode_over_stock": mine["decode_tok_s"]["median"] / stock["decode_tok_s"]["median"]
                   if stock["decode_tok_s"]["median"] > 0 else None}
     roofline(rows, peaks, bandwidth)
-    return {"model": model, "also": [other for other, _ in args.also], "image_size": args.image_size, "prefix_tokens": len(before),
+    return {"vision_kv_comparison": vision_kv_comparison(rows),"model": model, "also": [other for other, _ in args.also], "image_size": args.image_size, "prefix_tokens": len(before),
             "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "repeats": args.repeats,
             "max_seq_len": max_seq_len, "machine": machine(), "gemm_flops_per_s": peaks,
             "memory_bytes_per_s": bandwidth, "stock_runner": anchor, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "results": rows}
+
+
+def vision_kv_comparison(rows: list[dict]) -> list[dict]:
+    """Per planned build measured in both designs: the vision K/V as method outputs/inputs (io, what phones
+    run) over the earlier buffers shared between methods, from the same interleaved run."""
+    out = []
+    for new in [r for r in rows if r["vision_kv"] == "io"]:
+        key = (new["backend"], new["model"], new["quant"], new["quant_vision"])
+        old = [r for r in rows if r["vision_kv"] == "buffers" and r["plan"].replace("+kvbuffers", "") == new["plan"]
+               and (r["backend"], r["model"], r["quant"], r["quant_vision"]) == key]
+        if old:
+            t_new, t_old = new["timings"], old[0]["timings"]
+            out.append({"plan": new["plan"], "backend": new["backend"],
+                        "ttft_new_over_old": t_new["ttft_s"]["median"] / t_old["ttft_s"]["median"],
+                        "decode_new_over_old": t_new["decode_tok_s"]["median"] / t_old["decode_tok_s"]["median"]})
+    return out
 
 
 def machine() -> dict:
@@ -509,6 +535,10 @@ def parse_args(argv):
     ap.add_argument("--cache-max-gb", type=float, default=CACHE_MAX_GB,
                     help=f"before building, remove the least recently used cached builds this run does not use "
                          f"until the cache holds at most this much (default: {CACHE_MAX_GB:g})")
+    ap.add_argument("--compare-vision-kv", action="store_true",
+                    help="executorch: also build every planned build in the earlier design (vision K/V in buffers "
+                         "shared between methods, export/build.py --vision-kv buffers) and measure it in the same "
+                         "loop; the result's vision_kv_comparison gives new / old TTFT and decode rate")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     args.plans = [p for p in args.plans.split(",") if p]
@@ -571,6 +601,9 @@ def main(argv=None) -> int:
               f"decode {a['timings']['decode_tok_s']['median']:.1f} tok/s; foveate's runtime / stock: TTFT "
               f"{a['ours_ttft_over_stock']:.2f}x, decode rate "
               + ("not measured (under the runner's 1 ms clock)" if decode is None else f"{decode:.2f}x"))
+    for c in result["vision_kv_comparison"]:
+        print(f"{c['backend']}:{c['plan']}: vision K/V as outputs/inputs over shared buffers: TTFT "
+              f"{c['ttft_new_over_old']:.3f}x, decode rate {c['decode_new_over_old']:.3f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
