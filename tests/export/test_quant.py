@@ -6,9 +6,9 @@ import pytest
 
 from export.build import main as build_main
 from export.random_model import RANDOM_MODEL_DIR
+from models.protocol import KVLayout
 from runtime.parity import QUANT_COSINE_FLOOR, judge
 from runtime.pipeline import Pipeline
-from models.protocol import KVLayout
 
 
 @pytest.fixture(scope="module")
