@@ -32,8 +32,7 @@ def _written_tests() -> int:
 @pytest.mark.slow
 def test_swift_core_passes_the_vectors(default_builds):
     swift = _swift()
-    if swift is None:
-        pytest.skip("no Swift toolchain on PATH (ios_demo/README.md says how to run these tests)")
+    assert swift is not None, "no Swift toolchain on PATH or in /opt/swift (ios_demo/README.md says how to run these tests)"
     vectors = default_builds("onnx") / "vectors.json"
     assert vectors.is_file(), f"the default build wrote no vectors: {vectors}"
     env = {**os.environ, "FOVEATE_VECTORS": str(vectors)}
