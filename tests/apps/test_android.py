@@ -1,13 +1,15 @@
-"""android_demo/: the Java core against the ports' vectors.
+"""android_demo/: the Java core against the ports' vectors, and the native ExecuTorch engine end to end.
 
 The Java sources are compiled with javac into a temporary directory and run with JUnit 4 (Debian packages
-junit4 and libandroid-json-java, which .ci/run installs). Paths reach Java as system properties.
+junit4 and libandroid-json-java, which .ci/run installs); the native engine is built with g++ against the
+executorch wheel (android_demo/native/build.sh). Paths reach Java as system properties.
 """
 
 import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,10 @@ def _classpath() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def java_core(tmp_path_factory) -> list[Path]:
-    """The core and its tests compiled once: the class path to run them with."""
+    """The core, the native engine's Java side and their tests compiled once: the class path to run them with."""
     cp = _classpath()
     out = tmp_path_factory.mktemp("android-core-classes")
-    sources = sorted(str(p) for p in (ANDROID / "core" / "src").rglob("*.java"))
+    sources = sorted(str(p) for part in ("core", "native") for p in (ANDROID / part / "src").rglob("*.java"))
     subprocess.run(["javac", "-nowarn", "-encoding", "UTF-8", "--release", "17", "-d", str(out),
                     "-cp", ":".join(map(str, cp)), *sources], check=True, capture_output=True, text=True)
     return [out, *cp]
@@ -84,6 +86,10 @@ def test_sampler_matches_the_vectors(java_core, default_builds):
 @pytest.mark.parametrize("which", ["default-onnx", "dense-executorch"])
 def test_conversation_replays_every_golden_call_sequence(java_core, vector_builds, which):
     run_junit(java_core, "org.foveate.core.ConversationTest", _vectors(vector_builds[which]), 5)
+
+
+def test_lossy_utf8_decoding_is_the_maximal_subpart_rule(java_core):
+    run_junit(java_core, "org.foveate.core.Utf8Test", {}, 1)
 
 
 def test_manifest_refuses_what_it_cannot_use(java_core, default_builds):
@@ -147,4 +153,56 @@ def test_sentencepiece_tokenizers_match_hugging_face(java_core, tmp_path):
         (path.parent / "cases.json").write_text(json.dumps(cases, ensure_ascii=False), encoding="utf-8")
         dirs.append(str(path.parent))
     run_junit(java_core, "org.foveate.core.SentencePieceTokenizerTest", {"foveate.sp": ",".join(dirs)}, 1)
+
+
+# The native engine: ExecuTorch's C++ runtime from the wheel, one memory per method as on the phone.
+
+@pytest.fixture(scope="session")
+def native_lib(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to build the native engine")
+    out = tmp_path_factory.mktemp("android-native")
+    proc = subprocess.run([str(ANDROID / "native" / "build.sh"), str(out), sys.executable],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out / "libfoveate_engine.so"
+
+
+@pytest.fixture(scope="session")
+def quant_build(tmp_path_factory) -> Path:
+    """The README's default model as an 8da4w build (its .pte needs the quantized kernels linked)."""
+    from export.build import main as build_main
+
+    out = tmp_path_factory.mktemp("default-8da4w")
+    assert build_main(["--target", "executorch", "--quant", "8da4w", "--out", str(out)]) == 0
+    (built,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    return built
+
+
+def _native(java_core, native_lib, dirs: list[Path], tmp_path) -> list[dict]:
+    report = tmp_path / "golden-report.json"
+    out = run_junit(java_core, "org.foveate.nativeengine.NativeEngineTest",
+                    {"foveate.native.lib": native_lib, "foveate.builds": ",".join(map(str, dirs)),
+                     "foveate.report": report}, 8)
+    print(out[out.find("foveate"):])  # the per-case golden report with timings (pytest -s shows it)
+    reports = json.loads(report.read_text())
+    assert [r["all_match"] for r in reports] == [True] * len(dirs)
+    for r in reports:
+        for case in r["cases"]:
+            assert case["ttft_s"] > 0 and case["image_encode_s"] > 0 and case["prefill_s"] > 0
+            assert case["decode_tok_s"] > 0 or case["tokens"] == 1
+    return reports
+
+
+def test_native_engine_replays_golden_token_exact(java_core, native_lib, default_builds, builds, tmp_path):
+    """The default (split) build, a dense (shared) build and an STF build, golden.json through the Java
+    conversation over the native engine; plus bad input: missing / truncated .pte, wrong shapes."""
+    dirs = [default_builds("executorch"), builds.get("executorch", "dense"), builds.get("executorch", "stf-exit")]
+    reports = _native(java_core, native_lib, dirs, tmp_path)
+    assert {r["layout"] for r in reports} == {"split", "shared"}
+
+
+def test_native_engine_runs_an_8da4w_build(java_core, native_lib, quant_build, tmp_path):
+    (report,) = _native(java_core, native_lib, [quant_build], tmp_path)
+    assert report["quant"] == "8da4w"
 

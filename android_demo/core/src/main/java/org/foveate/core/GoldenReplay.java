@@ -22,14 +22,17 @@ public final class GoldenReplay {
     public static final class CaseReport {
         public final String image;
         public final String prompt;
+        public final String reference; // "golden" (the PyTorch model's ids) or "vectors" (ExecuTorch's, quantized)
         public final int[] expected;
         public final int[] got;
         public final String text;
         public final Conversation.Timings timings;
 
-        CaseReport(String image, String prompt, int[] expected, int[] got, String text, Conversation.Timings timings) {
+        CaseReport(String image, String prompt, String reference, int[] expected, int[] got, String text,
+                   Conversation.Timings timings) {
             this.image = image;
             this.prompt = prompt;
+            this.reference = reference;
             this.expected = expected;
             this.got = got;
             this.text = text;
@@ -43,7 +46,7 @@ public final class GoldenReplay {
         @Override
         public String toString() {
             return (match() ? "PASS " : "FAIL ") + image + " \"" + prompt + "\": " + got.length + " tokens"
-                    + (match() ? "" : " " + Arrays.toString(got) + " != golden " + Arrays.toString(expected))
+                    + (match() ? "" : " " + Arrays.toString(got) + " != " + reference + " " + Arrays.toString(expected))
                     + "; " + timings;
         }
     }
@@ -74,13 +77,20 @@ public final class GoldenReplay {
                 passed += c.match() ? 1 : 0;
                 sb.append("  ").append(c).append('\n');
             }
-            return build + ": " + passed + "/" + cases.size() + " golden cases token-exact\n" + sb;
+            return build + ": " + passed + "/" + cases.size() + " golden cases token-exact"
+                    + (!cases.isEmpty() && cases.get(0).reference.equals("vectors")
+                    ? " (quantized: against the ids ExecuTorch gave when the build was made)" : "") + "\n" + sb;
         }
     }
 
     private GoldenReplay() {
     }
 
+    /**
+     * Each golden case greedy through the pipeline. The ids to match are golden.json's (the PyTorch model's);
+     * for a quantized build, whose parity is judged by fidelity rather than token match, they are the ids
+     * ExecuTorch produced when the build was made (vectors.json's generated_ids), when the build has them.
+     */
     public static Report run(Pipeline pipe, ImageLoader loader) {
         Manifest m = pipe.manifest;
         File file = m.file(m.goldenFile);
@@ -91,21 +101,37 @@ public final class GoldenReplay {
         try {
             JSONObject golden = new JSONObject(Manifest.readText(file));
             JSONArray cases = golden.getJSONArray("cases");
+            JSONArray recorded = quantizedReference(m);
             for (int i = 0; i < cases.length(); i++) {
                 JSONObject c = cases.getJSONObject(i);
                 int maxNew = c.optInt("max_new_tokens", golden.optInt("max_new_tokens", 16));
-                JSONArray ids = c.getJSONArray("ids");
-                int[] expected = new int[ids.length()];
-                for (int k = 0; k < expected.length; k++) {
-                    expected[k] = ids.getInt(k);
-                }
+                boolean vectors = recorded != null && i < recorded.length();
+                int[] expected = ints(vectors ? recorded.getJSONObject(i).getJSONArray("generated_ids") : c.getJSONArray("ids"));
                 ArgbImage image = loader.load(m.file(c.getString("image")));
                 Pipeline.Result r = pipe.generate(image, c.getString("prompt"), maxNew, Sampler.greedy(), null);
-                out.add(new CaseReport(c.getString("image"), c.getString("prompt"), expected, r.ids, r.text, r.timings));
+                out.add(new CaseReport(c.getString("image"), c.getString("prompt"), vectors ? "vectors" : "golden",
+                        expected, r.ids, r.text, r.timings));
             }
         } catch (JSONException e) {
             throw new BuildException(file + " is not a valid golden file (" + e.getMessage() + ")");
         }
         return new Report(m.name, out);
+    }
+
+    /** vectors.json's recorded cases for a quantized build that has them, else null. */
+    private static JSONArray quantizedReference(Manifest m) throws JSONException {
+        String name = m.json.optString("vectors", "");
+        if (m.quant.equals("none") || name.isEmpty() || !m.file(name).isFile()) {
+            return null;
+        }
+        return new JSONObject(Manifest.readText(m.file(name))).getJSONObject("calls").getJSONArray("cases");
+    }
+
+    private static int[] ints(JSONArray a) throws JSONException {
+        int[] out = new int[a.length()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = a.getInt(i);
+        }
+        return out;
     }
 }

@@ -263,8 +263,13 @@ final class TokenizerSteps {
         });
     }
 
+    /** Unicode classes (\s as White_Space), as the Rust regex engines have them. */
     static Pattern compile(String regex) {
-        return Pattern.compile(regex, Pattern.UNICODE_CHARACTER_CLASS);
+        try {
+            return Pattern.compile(regex, Pattern.UNICODE_CHARACTER_CLASS);
+        } catch (IllegalArgumentException | UnsupportedOperationException e) {
+            return Pattern.compile(regex); // Android's ICU regex refuses the flag; its classes are Unicode already
+        }
     }
 
     static String bytesToChars(String s) {
@@ -292,7 +297,7 @@ final class TokenizerSteps {
             byte[] b = ok ? mapped : t.getBytes(StandardCharsets.UTF_8);
             bytes.write(b, 0, b.length);
         }
-        return new String(bytes.toByteArray(), StandardCharsets.UTF_8);
+        return Utf8.decodeLossy(bytes.toByteArray());
     }
 
     /** Runs of `<0xNN>` tokens become their UTF-8 text, or one U+FFFD per byte when not valid UTF-8. */
