@@ -66,7 +66,9 @@ class VisionPrefill(nn.Module):
 
     def forward(self, vision_embeds, start_pos, prefix_embeds):
         states, kv = self.decoder.forward_vision(vision_embeds, start_pos[0].long(), prefix_embeds)
-        return (states, *kv)
+        # `* 1.0`: with no full layer the states are the input itself, and coremltools refuses an output that
+        # is the program's input ("Main block's input name ... is different from its corresponding var")
+        return (states * 1.0, *kv)
 
 
 class TextDecoder(nn.Module):

@@ -87,16 +87,15 @@ class Attention(nn.Module):
         The G = H / H_kv query heads that share a K/V head are stacked along the rows, (1, H_kv, G*T, D),
         so one matmul per K/V head serves them all: the K/V cache is never copied G times (a repeat of
         the whole cache per layer and step was a quarter of the exported decode step)."""
-        t, s = q.shape[2], k.shape[2]  # explicit sizes: with a dynamic key length a -1 left guards in export
-        grouped = q.reshape(1, self.n_kv, self.n_heads // self.n_kv * t, self.head_dim)  # rows g * T + t
-        logits = (grouped @ k.transpose(-1, -2)).view(1, self.n_heads, t, s) * self.head_dim ** -0.5 + bias
+        t = q.shape[2]
+        grouped = q.reshape(1, self.n_kv, -1, self.head_dim)  # heads h = kv * G + g, rows g * T + t
+        logits = (grouped @ k.transpose(-1, -2)).view(1, self.n_heads, t, -1) * self.head_dim ** -0.5 + bias
         return torch.softmax(logits.float(), dim=-1).to(q.dtype)
 
     def attend(self, q, k, v, bias):
         probs = self.scores(q, k, bias)
         t = q.shape[2]
-        groups = self.n_heads // self.n_kv * t
-        out = (probs.reshape(1, self.n_kv, groups, probs.shape[-1]) @ v).view(1, self.n_heads, t, self.head_dim)
+        out = (probs.reshape(1, self.n_kv, -1, probs.shape[-1]) @ v).view(1, self.n_heads, t, self.head_dim)
         return self.o_proj(out.transpose(1, 2).reshape(1, -1, self.n_heads * self.head_dim))
 
 

@@ -3,7 +3,8 @@ its declared I/O; the programs handed to coremltools match PyTorch eager; in the
 exist only for the layers that use vision, read from the saved spec. Prediction itself needs macOS.
 
 Each model is converted once (module-scoped fixture): dense (shared layout, fp32), mixed plan (split, fp32),
-STF projector with a vision exit (split, fp16 compute: the default). Prediction parity on macOS is the build's own
+STF projector with a vision exit (split, fp16 compute: the default), cross in every layer (split, fp16: its
+vision_prefill returns its input as the vision states and reads no text before the image). Prediction parity on macOS is the build's own
 (runtime.check through runtime/coreml_backend.py; tests/export/test_build.py).
 """
 
@@ -24,6 +25,7 @@ CASES = {  # name: (projector, plan, layout, compute precision)
     "dense": (None, "dense", "shared", "fp32"),
     "mixed": (None, MIXED, "split", "fp32"),
     "stf": ({"kind": "stf", "k": 2}, STF_EXIT, "split", "fp16"),
+    "cross": (None, {"layers": {"0-3": "cross"}}, "split", "fp16"),
 }
 FLOOR_DB = {"fp32": 60.0, "fp16": 35.0}  # DESIGN.md §4
 
