@@ -77,7 +77,7 @@ def run_build(build_dir, items, backend=None) -> Run:
         answers.append(r.text)
         logits.append(r.first_logits)
         _progress(Path(build_dir).name, i, len(items))
-    return Run(Path(build_dir).name, answers, np.stack(logits), pipe.num_vision)
+    return Run(Path(build_dir).name, answers, np.stack(logits), pipe.kv.vision_tokens)
 
 
 def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None) -> Run:
