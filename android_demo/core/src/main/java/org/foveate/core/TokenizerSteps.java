@@ -52,20 +52,49 @@ final class TokenizerSteps {
         return pieces;
     }
 
-    static List<Step> normalizers(Object json) throws JSONException {
-        List<Step> out = new ArrayList<>();
+    /** Parses one member of a chain (never a "Sequence") into its steps. */
+    private interface Member {
+        List<Step> parse(JSONObject o, String type) throws JSONException;
+    }
+
+    /**
+     * The steps of a tokenizer.json chain entry: `none` when the entry is absent, the members of a
+     * "Sequence" (listed under `key`) in order, or the one member it is.
+     */
+    private static List<Step> chain(Object json, String key, Member member, List<Step> none) throws JSONException {
         if (!(json instanceof JSONObject)) {
-            return out;
+            return none;
         }
         JSONObject o = (JSONObject) json;
         String type = o.getString("type");
+        if (!type.equals("Sequence")) {
+            return member.parse(o, type);
+        }
+        List<Step> out = new ArrayList<>();
+        JSONArray a = o.getJSONArray(key);
+        for (int i = 0; i < a.length(); i++) {
+            out.addAll(chain(a.get(i), key, member, new ArrayList<>()));
+        }
+        return out;
+    }
+
+    static List<Step> normalizers(Object json) throws JSONException {
+        return chain(json, "normalizers", TokenizerSteps::normalizer, new ArrayList<>());
+    }
+
+    static List<Step> preTokenizers(Object json) throws JSONException {
+        return chain(json, "pretokenizers", TokenizerSteps::preTokenizer, new ArrayList<>());
+    }
+
+    static List<Step> decoders(Object json) throws JSONException {
+        List<Step> join = new ArrayList<>();
+        join.add((pieces, first) -> Collections.singletonList(String.join(" ", pieces)));
+        return chain(json, "decoders", TokenizerSteps::decoder, join);
+    }
+
+    private static List<Step> normalizer(JSONObject o, String type) throws JSONException {
+        List<Step> out = new ArrayList<>();
         switch (type) {
-            case "Sequence":
-                JSONArray a = o.getJSONArray("normalizers");
-                for (int i = 0; i < a.length(); i++) {
-                    out.addAll(normalizers(a.get(i)));
-                }
-                return out;
             case "Prepend":
                 String prefix = o.getString("prepend");
                 out.add(map(s -> s.isEmpty() ? s : prefix + s));
@@ -85,20 +114,9 @@ final class TokenizerSteps {
         }
     }
 
-    static List<Step> preTokenizers(Object json) throws JSONException {
+    private static List<Step> preTokenizer(JSONObject o, String type) throws JSONException {
         List<Step> out = new ArrayList<>();
-        if (!(json instanceof JSONObject)) {
-            return out;
-        }
-        JSONObject o = (JSONObject) json;
-        String type = o.getString("type");
         switch (type) {
-            case "Sequence":
-                JSONArray a = o.getJSONArray("pretokenizers");
-                for (int i = 0; i < a.length(); i++) {
-                    out.addAll(preTokenizers(a.get(i)));
-                }
-                return out;
             case "ByteLevel":
                 boolean prefixSpace = o.optBoolean("add_prefix_space", false);
                 if (prefixSpace) {
@@ -124,21 +142,9 @@ final class TokenizerSteps {
         }
     }
 
-    static List<Step> decoders(Object json) throws JSONException {
+    private static List<Step> decoder(JSONObject o, String type) throws JSONException {
         List<Step> out = new ArrayList<>();
-        if (!(json instanceof JSONObject)) {
-            out.add((pieces, first) -> Collections.singletonList(String.join(" ", pieces)));
-            return out;
-        }
-        JSONObject o = (JSONObject) json;
-        String type = o.getString("type");
         switch (type) {
-            case "Sequence":
-                JSONArray a = o.getJSONArray("decoders");
-                for (int i = 0; i < a.length(); i++) {
-                    out.addAll(decoders(a.get(i)));
-                }
-                return out;
             case "ByteLevel":
                 out.add((pieces, first) -> Collections.singletonList(byteLevelDecode(pieces)));
                 return out;
