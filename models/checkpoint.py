@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .checkpoint_files import CheckpointError, fast_vlm_image_size, read_json
 from .config import (LLAVA_V1_PROMPT, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PRESETS, QWEN2_PROMPT, DecoderConfig,
                      ImageConfig, ModelConfig, ProjectorConfig, VisionConfig)
 from .vlm import VLM
@@ -42,28 +43,27 @@ DEFAULT_MAX_SEQ_LEN = 2048  # text KV capacity when the caller gives none (cappe
 MOBILEVLM_TOWER = "clip-vit-large-patch14-336"  # the only tower MobileVLM V2 names; dims from the preset
 
 
-class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be loaded; the message says which file and what is wrong."""
-
-
 # ---------------------------------------------------------------------------------------------- API
 
-def load_config(path, max_seq_len: int | None = None) -> ModelConfig:
-    """The ModelConfig of the checkpoint in directory `path` (reads config.json and tensor names only)."""
+def load_config(path, max_seq_len: int | None = None, image_size: int | None = None) -> ModelConfig:
+    """The ModelConfig of the checkpoint in directory `path` (reads config.json and tensor names only).
+    `image_size`: the input side where the checkpoint's files do not settle it (a transformers FastVLM
+    without preprocessor_config.json or image_seq_length); a checkpoint that says its size keeps it."""
     path = Path(path)
     raw = _read_config(path)
     files = _weight_files(path)
-    return LAYOUTS[raw["model_type"]][0](raw, path, set(_tensor_names(files)), max_seq_len)
+    return LAYOUTS[raw["model_type"]][0](raw, path, set(_tensor_names(files)), max_seq_len, image_size)
 
 
-def load_model(path, plan="dense", max_seq_len: int | None = None) -> VLM:
-    """A VLM in eval mode with the checkpoint's weights; `max_seq_len` overrides the text KV capacity."""
+def load_model(path, plan="dense", max_seq_len: int | None = None, image_size: int | None = None) -> VLM:
+    """A VLM in eval mode with the checkpoint's weights; `max_seq_len` overrides the text KV capacity;
+    `image_size` as in load_config."""
     path = Path(path)
     raw = _read_config(path)
     make_config, make_map = LAYOUTS[raw["model_type"]]
     files = _weight_files(path)
     tensors = _read_tensors(files)
-    cfg = make_config(raw, path, set(tensors), max_seq_len)
+    cfg = make_config(raw, path, set(tensors), max_seq_len, image_size)
     model = VLM(cfg, plan)
     mapping = make_map(cfg, model, tensors)
     _load_mapped(model, tensors, mapping, path)
@@ -111,20 +111,13 @@ def replace_dir(staging: Path, final: Path) -> None:
 
 # ----------------------------------------------------------------------------------- files on disk
 
-def _read_json(file: Path, hint: str = "") -> dict:
-    try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e}){hint}") from None
-
-
 def _read_config(path: Path) -> dict:
     file = path / "config.json"
     supported = ", ".join(sorted(LAYOUTS))
     if not file.is_file():
         raise CheckpointError(f"{file}: not found; a checkpoint directory needs a config.json "
                               f"(supported model_type: {supported})")
-    raw = _read_json(file, f"; supported model_type: {supported}")
+    raw = read_json(file, f"; supported model_type: {supported}")
     kind = raw.get("model_type") if isinstance(raw, dict) else None
     if kind not in LAYOUTS:
         raise CheckpointError(f"{file}: unknown model_type {kind!r}; supported model_type: {supported}")
@@ -138,7 +131,7 @@ def _weight_files(path: Path) -> list[Path]:
         index = path / index_name
         if index.is_file():
             try:
-                shards = sorted(set(_read_json(index)["weight_map"].values()))
+                shards = sorted(set(read_json(index)["weight_map"].values()))
             except (KeyError, TypeError, AttributeError) as e:
                 raise CheckpointError(f"{index}: not a weight index with a 'weight_map' ({e!r})") from None
             absent = [s for s in shards if not (path / s).is_file()]
@@ -253,7 +246,7 @@ def _fastvit_config(arch: str, args: dict, image_size: int, hidden_size: int, wh
                         stride=m.feature_info[-1]["reduction"], timm_name=arch, timm_args=args)
 
 
-def _foveate_config(raw, path, names, max_seq_len) -> ModelConfig:
+def _foveate_config(raw, path, names, max_seq_len, image_size) -> ModelConfig:
     where = path / "config.json"
     _check(raw.get("foveate_version") == FOVEATE_VERSION, where,
            f"foveate_version {raw.get('foveate_version')!r}; this code reads version {FOVEATE_VERSION}")
@@ -264,7 +257,7 @@ def _foveate_config(raw, path, names, max_seq_len) -> ModelConfig:
     return cfg.replace(decoder={"max_seq_len": max_seq_len}) if max_seq_len else cfg
 
 
-def _fast_vlm_config(raw, path, names, max_seq_len) -> ModelConfig:
+def _fast_vlm_config(raw, path, names, max_seq_len, image_size) -> ModelConfig:
     where = path / "config.json"
     _need(raw, ("text_config", "vision_config"), str(where))
     text, vision = raw["text_config"], raw["vision_config"]
@@ -275,24 +268,22 @@ def _fast_vlm_config(raw, path, names, max_seq_len) -> ModelConfig:
            where, "only vision_feature_select_strategy 'full' and vision_feature_layer -1 exist in FastVLM")
     _check(raw.get("projector_hidden_act", "gelu") == "gelu" and raw.get("multimodal_projector_bias", True),
            where, "projector must be Linear(bias)-GELU-Linear(bias)")
-    proc = _read_json(path / "preprocessor_config.json") if (path / "preprocessor_config.json").is_file() else {}
-    crop = proc.get("crop_size", 1024)
-    size = crop if isinstance(crop, int) else crop.get("height")
-    _check(isinstance(crop, int) or crop.get("height") == crop.get("width"), path / "preprocessor_config.json",
-           f"crop_size {crop} is not square")
+    proc = read_json(path / "preprocessor_config.json") if (path / "preprocessor_config.json").is_file() else {}
+    tower = _fastvit_config(vision["architecture"], vision.get("model_args") or {}, 0, vision["hidden_size"],
+                            f"{where} vision_config")
+    size = fast_vlm_image_size(path, raw, tower.stride, image_size)
     tied = bool(raw.get("tie_word_embeddings") or text.get("tie_word_embeddings"))
     image = ImageConfig(resize_mode="crop", mean=tuple(proc.get("image_mean", (0.0, 0.0, 0.0))),
                         std=tuple(proc.get("image_std", (1.0, 1.0, 1.0))))
     return ModelConfig(
         family="fastvlm",
-        vision=_fastvit_config(vision["architecture"], vision.get("model_args") or {}, size, vision["hidden_size"],
-                               f"{where} vision_config"),
+        vision=dataclasses.replace(tower, image_size=size),
         projector=ProjectorConfig(kind="mlp2x_gelu"),
         decoder=_decoder_config(text, "qwen2", names, tied, max_seq_len, f"{where} text_config"),
         image=image, prompt=QWEN2_PROMPT)
 
 
-def _llava_qwen2_config(raw, path, names, max_seq_len) -> ModelConfig:
+def _llava_qwen2_config(raw, path, names, max_seq_len, image_size) -> ModelConfig:
     """The original release. `vision_config` {"architecture", "model_args"} (a foveate extension) may name
     another timm FastViT; otherwise "mobileclip_l_<size>" is fastvit_mci3."""
     where = path / "config.json"
@@ -318,7 +309,7 @@ def _llava_qwen2_config(raw, path, names, max_seq_len) -> ModelConfig:
         image=ImageConfig(resize_mode="pad" if pad else "crop"), prompt=QWEN2_PROMPT)
 
 
-def _mobilevlm_config(raw, path, names, max_seq_len) -> ModelConfig:
+def _mobilevlm_config(raw, path, names, max_seq_len, image_size) -> ModelConfig:
     """MobileVLM V2. The tower is only named; its dims are the preset's unless config.json carries a
     CLIPVisionConfig-style `vision_config` dict."""
     where = path / "config.json"

@@ -53,13 +53,16 @@ def randomize(module, skip=()):
 
 # ------------------------------------------------------------------------ transformers FastVLM oracle
 
-def hf_fastvlm(tied, arch="fastvit_mci0", model_args=TINY_FASTVIT_ARGS, vision_hidden=256, seed=0):
+def hf_fastvlm(tied, arch="fastvit_mci0", model_args=TINY_FASTVIT_ARGS, vision_hidden=256, seed=0,
+               image_seq_length=16):
+    """image_seq_length: the tokens of one image (transformers' default, 576, is LLaVA's and matches no FastVLM)."""
     torch.manual_seed(seed)
     vc = TimmWrapperConfig(architecture=arch, model_args={"inference_mode": True, **model_args},
                            hidden_size=vision_hidden)
     tc = Qwen2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                      intermediate_size=128, vocab_size=VOCAB, rope_theta=1e6, tie_word_embeddings=tied)
     hf = FastVlmForConditionalGeneration(FastVlmConfig(vision_config=vc, text_config=tc, image_token_id=IMAGE_TOKEN,
+                                                       image_seq_length=image_seq_length,
                                                        tie_word_embeddings=tied)).eval()
     # transformers' init (std 0.02 whatever the fan-in) makes the FastViT output vanish: give the tower
     # PyTorch's default init, as timm.create_model does, and layer scales well above timm's 1e-5 so that
@@ -136,7 +139,7 @@ def test_fastvlm_hf_layout_dense_matches_transformers(tmp_path):
 @pytest.mark.slow
 def test_fastvlm_hf_layout_real_mci3_tower(tmp_path):
     """The real FastViTHD (timm fastvit_mci3, 125M params) at 128 px: 2x2 tokens, one prefill."""
-    hf = hf_fastvlm(tied=False, arch="fastvit_mci3", model_args={}, vision_hidden=3072)
+    hf = hf_fastvlm(tied=False, arch="fastvit_mci3", model_args={}, vision_hidden=3072, image_seq_length=4)
     hf.save_pretrained(tmp_path)
     write_preprocessor(tmp_path, 128)
     model = load_model(tmp_path, max_seq_len=32)
@@ -402,7 +405,8 @@ def test_real_fastvlm_configs_give_the_real_dims(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(original))
     real = preset("fastvlm-0.5b")
     assert load_config(tmp_path) == real.replace(decoder={"tie_embeddings": False})
-    (tmp_path / "config.json").write_text(json.dumps(FastVlmConfig().to_dict()))
+    # convert_fastvlm_weights_to_hf.py sets image_seq_length 256 (1024 px at stride 64)
+    (tmp_path / "config.json").write_text(json.dumps(FastVlmConfig(image_seq_length=256).to_dict()))
     cfg = load_config(tmp_path)
     assert cfg.vision == real.vision and cfg.num_vision_tokens == 256 and cfg.image.resize_mode == "crop"
     d = cfg.decoder
