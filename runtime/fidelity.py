@@ -26,10 +26,14 @@ def model_and_tokenizer(model_dir, plan="dense", tokenizer=None):
     """The PyTorch model under `plan` (eval mode) and its prompt tokenizer (default: the model's file)."""
     from models.checkpoint import load_model
 
+    vlm = load_model(model_dir, plan=plan).eval()
+    return vlm, prompt_tokenizer(vlm.cfg, tokenizer or Path(model_dir) / "tokenizer.json")
+
+
+def prompt_tokenizer(cfg, path):
+    """The prompt tokenizer of a model config (its template and stop tokens) over a tokenizer.json."""
     from .tokenizer import PromptTokenizer
 
-    vlm = load_model(model_dir, plan=plan).eval()
-    p = vlm.cfg.prompt
-    tok = PromptTokenizer(tokenizer or Path(model_dir) / "tokenizer.json", {"before_image": p.before_image,
-                          "after_image": p.after_image, "stop_tokens": p.stop_tokens})
-    return vlm, tok
+    p = cfg.prompt
+    return PromptTokenizer(path, {"before_image": p.before_image, "after_image": p.after_image,
+                                  "stop_tokens": p.stop_tokens})

@@ -15,24 +15,33 @@ the reference), "plan": "dense" | FILE | {plan JSON}}, ...]}, paths relative to 
 prints one Markdown table with each run's decoder prefill FLOPs from the cost model and the share of
 the vision-attributable prefill FLOPs it removes, (dense - plan) / (dense - text only).
 
-Exit codes: 0 evaluated; 2 bad input (build, model, plan, table).
+Every argument is checked before any question is asked: plan files parse and fit their models, builds
+and their graphs load, output paths are writable. Progress goes to stderr: one rewritten line on a
+terminal, else a line every tenth of a run (or every 30 s) with the count, the time and the rate.
+A build's FLOPs columns are its cost.json (models/cost.py at the build's own prompt length).
+
+Exit codes: 0 evaluated; 2 bad input (arguments, build, model, plan, table, output path).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from models.plan import PlanError
 from runtime.fidelity import kl_divergence, model_and_tokenizer
 from runtime.manifest import BuildError
 
 MAX_NEW_TOKENS = 4  # every answer is one word: a token or two, then the stop token
 KINDS = ("easy", "hard")
+PROGRESS_EVERY_S = 30.0  # off a terminal: a progress line at least this often, besides every tenth
 
 
 @dataclass
@@ -61,23 +70,58 @@ def scores(run: Run, items, reference: Run | None) -> dict:
     return out
 
 
-def _progress(name: str, i: int, n: int):
-    if sys.stderr.isatty() or i == n:
-        print(f"\r{name}: {i}/{n}", end="\n" if i == n else "", file=sys.stderr, flush=True)
+class Progress:
+    """Items done, on a stream: one rewritten line on a terminal; elsewhere (a log) a line every tenth
+    of the run or every PROGRESS_EVERY_S seconds, whichever comes first, and the last item."""
+
+    def __init__(self, name: str, n: int, stream=None):
+        self.name, self.n, self.stream = name, n, stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = self.last = time.perf_counter()
+        self.step = max(1, n // 10)
+
+    def update(self, i: int) -> None:
+        now = time.perf_counter()
+        if not (self.tty or i == self.n or i % self.step == 0 or now - self.last >= PROGRESS_EVERY_S):
+            return
+        self.last, elapsed = now, now - self.start
+        line = f"{self.name}: {i}/{self.n}, {elapsed:.1f} s, {i / max(elapsed, 1e-9):.2f} items/s"
+        if self.tty:
+            print(f"\r{line}\033[K", end="\n" if i == self.n else "", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
+
+
+def build_cost(build_dir) -> dict | None:
+    """Decoder prefill FLOPs (dense, plan, text only) from a build's cost.json; None if it has none."""
+    path = Path(build_dir) / "cost.json"
+    if not path.is_file():
+        return None
+    try:
+        c = json.loads(path.read_text())
+        return {"dense": c["dense"]["prefill_flops"], "plan": c["plan"]["prefill_flops"],
+                "text_only": c["text_only"]["prefill_flops"], "prompt_tokens": c["prompt_tokens"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BuildError(f"{path}: not a cost file ({type(e).__name__}: {e})") from None
 
 
 def run_build(build_dir, items, backend=None) -> Run:
     """Answer every item through a build's runtime pipeline (any backend)."""
     from runtime.pipeline import Pipeline
 
-    pipe = Pipeline(build_dir, backend=backend)
-    answers, logits = [], []
+    return run_pipeline(Pipeline(build_dir, backend=backend), items, build_cost(build_dir))
+
+
+def run_pipeline(pipe, items, cost: dict | None = None) -> Run:
+    """Answer every item through a loaded runtime Pipeline."""
+    name = pipe.build_dir.name
+    answers, logits, progress = [], [], Progress(name, len(items))
     for i, s in enumerate(items, 1):
         r = pipe.generate(s.image, s.question, MAX_NEW_TOKENS)
         answers.append(r.text)
         logits.append(r.first_logits)
-        _progress(Path(build_dir).name, i, len(items))
-    return Run(Path(build_dir).name, answers, np.stack(logits), pipe.kv.vision_tokens)
+        progress.update(i)
+    return Run(name, answers, np.stack(logits), pipe.kv.vision_tokens, cost)
 
 
 def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None) -> Run:
@@ -94,7 +138,7 @@ def run_vlm(vlm, tok, items, name: str) -> Run:
     from runtime.image import preprocess
 
     spec = vlm.cfg.image_spec()
-    answers, logits, prompt_lens = [], [], []
+    answers, logits, prompt_lens, progress = [], [], [], Progress(name, len(items))
     for i, s in enumerate(items, 1):
         before, after = tok.encode_prompt(s.question)
         out = []
@@ -103,11 +147,12 @@ def run_vlm(vlm, tok, items, name: str) -> Run:
         answers.append(tok.decode([t for t in ids if t not in tok.stop_ids]))
         logits.append(out[0].float().numpy())
         prompt_lens.append(len(after))
-        _progress(name, i, len(items))
+        progress.update(i)
     prompt = int(np.median(prompt_lens))
     cost = {label: estimate(vlm.cfg, plan_, len(before), prompt, image=image).prefill_flops
             for label, plan_, image in (("dense", "dense", True), ("plan", vlm.plan, True),
                                         ("text_only", "dense", False))}
+    cost["prompt_tokens"] = prompt
     return Run(name, answers, np.stack(logits), vlm.cfg.num_vision_tokens, cost)
 
 
@@ -115,24 +160,6 @@ def load_items(data: str, split: str, n: int):
     from data.shapes import samples
 
     return samples(data, split, n)
-
-
-def run_table(table_path: Path, items) -> list[dict]:
-    try:
-        table = json.loads(table_path.read_text())
-        ref_model = table_path.parent / table["reference"]["model"]
-        rows = table["rows"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise BuildError(f"{table_path}: not a fidelity table ({type(e).__name__}: {e})") from None
-    reference = run_model(ref_model, "dense", items, name="reference (dense)")
-    results = []
-    for row in rows:
-        plan = row.get("plan", "dense")
-        if isinstance(plan, str) and plan != "dense":
-            plan = str(table_path.parent / plan)
-        model = table_path.parent / row["model"] if "model" in row else ref_model
-        results.append(scores(run_model(model, plan, items, row["name"]), items, reference))
-    return results
 
 
 def markdown(results: list[dict]) -> str:
@@ -162,6 +189,98 @@ def _plan_shape(manifest: dict) -> dict:
             "num_vision_tokens": manifest["kv"]["vision_tokens"]}
 
 
+# ------------------------------------------------- checking every argument before any work, then the runs
+
+def _checkpoint(model_dir: Path, tokenizer: Path | None = None):
+    """A checkpoint's config (config.json and tensor names only), its tokenizer checked to load."""
+    from models.checkpoint import load_config
+    from runtime.fidelity import prompt_tokenizer
+
+    cfg = load_config(model_dir)
+    prompt_tokenizer(cfg, tokenizer or model_dir / "tokenizer.json")
+    return cfg
+
+
+def _prepare_model(model_dir: Path, specs: list[str]):
+    from models.vlm import resolve_plan
+
+    cfg = _checkpoint(model_dir)
+    plans = [resolve_plan(cfg, spec) for spec in specs]
+
+    def evaluate(items):
+        reference = run_model(model_dir, "dense", items)
+        return [scores(reference if spec == "dense" else run_model(model_dir, plan, items), items, reference)
+                for spec, plan in zip(specs, plans)]
+    return evaluate
+
+
+def _prepare_build(build: Path, backend: str | None):
+    from models.plan import load_plan
+    from runtime.pipeline import Pipeline
+
+    pipe = Pipeline(build, backend=backend)  # manifest, tokenizer and graphs loaded
+    manifest, cost = pipe.manifest, build_cost(build)
+    dense = load_plan(manifest["plan"], **_plan_shape(manifest)).is_dense
+    weights, tokenizer = build / manifest.get("weights", "weights"), build / manifest["tokenizer"]
+    if not dense:  # the dense reference: the build's own weights
+        _checkpoint(weights, tokenizer)
+
+    def evaluate(items):
+        reference = None if dense else run_model(weights, "dense", items, "reference (dense)", tokenizer)
+        run = run_pipeline(pipe, items, cost)
+        return [scores(run, items, reference or run)]
+    return evaluate
+
+
+def _prepare_table(table_path: Path):
+    from models.vlm import resolve_plan
+
+    try:
+        table = json.loads(table_path.read_text())
+        ref_model = table_path.parent / table["reference"]["model"]
+        rows = [(row["name"], table_path.parent / row["model"] if "model" in row else ref_model,
+                 row.get("plan", "dense")) for row in table["rows"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BuildError(f"{table_path}: not a fidelity table ({type(e).__name__}: {e})") from None
+    configs, runs = {ref_model: _checkpoint(ref_model)}, []
+    for name, model, plan in rows:
+        if isinstance(plan, str) and plan != "dense":
+            plan = table_path.parent / plan
+        if model not in configs:
+            configs[model] = _checkpoint(model)
+        try:
+            runs.append((name, model, resolve_plan(configs[model], plan)))
+        except PlanError as e:
+            raise PlanError(f"{table_path}, row {name!r}: {e}") from None
+
+    def evaluate(items):
+        reference = run_model(ref_model, "dense", items, name="reference (dense)")
+        return [scores(run_model(model, plan, items, name), items, reference) for name, model, plan in runs]
+    return evaluate
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why an output file cannot be written, or None."""
+    if path.is_dir():
+        return f"{path} is a directory, not a file"
+    if not path.parent.is_dir():
+        return f"{path}: the directory {path.parent} does not exist"
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{path} is not writable"
+    return None
+
+
+def _argument_problem(args) -> str | None:
+    if args.n < 1:
+        return "--n must be at least 1"
+    if args.plan and not args.model:
+        return "--plan goes with --model (a build carries its plan, a table names its own)"
+    if args.backend and not args.build:
+        return "--backend goes with --build"
+    unwritable = [_unwritable(Path(out)) for out in (args.json, args.markdown) if out]
+    return next((u for u in unwritable if u), None)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.evaluate", description=__doc__.split("\n\n")[0])
     what = ap.add_mutually_exclusive_group(required=True)
@@ -176,31 +295,22 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write the table here")
     args = ap.parse_args(argv)
-    if args.n < 1:
-        ap.error("--n must be at least 1")
+    problem = _argument_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from models.checkpoint import CheckpointError
-    from models.plan import PlanError, load_plan
+    from runtime.tokenizer import TokenizerError
 
     try:
-        items = load_items(args.data, args.split, args.n)
         if args.table:
-            results = run_table(Path(args.table), items)
+            evaluate = _prepare_table(Path(args.table))
         elif args.build:
-            from runtime.manifest import load_manifest
-
-            build = Path(args.build)
-            manifest = load_manifest(build)
-            dense = load_plan(manifest["plan"], **_plan_shape(manifest)).is_dense
-            reference = None if dense else run_model(build / manifest["weights"], "dense", items, "reference (dense)",
-                                                     build / manifest["tokenizer"])
-            run = run_build(build, items, args.backend)
-            results = [scores(run, items, reference or run)]
+            evaluate = _prepare_build(Path(args.build), args.backend)
         else:
-            reference = run_model(args.model, "dense", items)
-            plans = args.plan or ["dense"]
-            results = [scores(reference if p == "dense" else run_model(args.model, p, items), items, reference)
-                       for p in plans]
-    except (BuildError, CheckpointError, PlanError, OSError) as e:
+            evaluate = _prepare_model(Path(args.model), args.plan or ["dense"])
+        results = evaluate(load_items(args.data, args.split, args.n))
+    except (BuildError, CheckpointError, PlanError, TokenizerError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     table = markdown(results)

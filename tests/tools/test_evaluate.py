@@ -1,11 +1,14 @@
 """tools/evaluate.py: the metrics, a build's evaluation against its dense weights, clear errors."""
 
+import io
 import json
 
 import numpy as np
 import pytest
 
-from tools.evaluate import Run, main, scores
+import tools.evaluate as evaluate
+from export.random_model import RANDOM_MODEL_DIR
+from tools.evaluate import Progress, Run, main, scores
 
 
 def test_scores_count_exact_matches_per_kind_and_agreement():
@@ -24,11 +27,15 @@ def test_scores_count_exact_matches_per_kind_and_agreement():
 @pytest.mark.slow
 def test_a_planned_build_is_compared_with_its_dense_weights(builds, tmp_path, capsys):
     build = builds.get("onnx", "mixed")
-    out = tmp_path / "r.json"
-    assert main(["--build", str(build), "--n", "6", "--json", str(out)]) == 0
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert main(["--build", str(build), "--n", "6", "--json", str(out), "--markdown", str(md)]) == 0
     (result,) = json.loads(out.read_text())["results"]
     assert set(result["accuracy"]) >= {"all", "easy", "hard"}
     assert 0.0 <= result["top1_agreement"] <= 1.0 and result["kl_mean"] > 0  # the plan changes the distribution
+    cost = json.loads((build / "cost.json").read_text())  # the build's own figures fill the FLOPs columns
+    assert result["cost"]["plan"] == cost["plan"]["prefill_flops"] < result["cost"]["dense"]
+    row = md.read_text().splitlines()[2].split(" | ")
+    assert row[2] == f"{cost['plan']['prefill_flops'] / 1e6:,.1f}" and row[4].endswith("%")
     dense = builds.get("onnx", "dense")
     assert main(["--build", str(dense), "--n", "6", "--json", str(out)]) == 0
     (result,) = json.loads(out.read_text())["results"]
@@ -61,3 +68,72 @@ def test_a_table_runs_every_row_against_one_reference(tmp_path, capsys):
     removed = (exit_["cost"]["dense"] - exit_["cost"]["plan"]) / (exit_["cost"]["dense"] - exit_["cost"]["text_only"])
     row = md.read_text().splitlines()[3]
     assert row.startswith("| exit |") and f"{100 * removed:.1f}%" in row
+
+
+def _no_work(monkeypatch):
+    """Fail the test if an evaluation starts: no samples drawn, no model run."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the evaluation started before the arguments were checked")
+    for name in ("load_items", "run_model", "run_vlm", "run_pipeline"):
+        monkeypatch.setattr(evaluate, name, refuse)
+
+
+@pytest.mark.parametrize("plan, says", [({"layers": {"0": "fly"}}, "unknown mode 'fly'"),
+                                        ({"layers": {"0-9": "exit"}}, "layer 9"),
+                                        (None, "plan file not found")])
+def test_a_bad_plan_is_refused_before_the_dense_reference_runs(tmp_path, capsys, monkeypatch, plan, says):
+    _no_work(monkeypatch)
+    path = tmp_path / "plan.json"
+    if plan is not None:
+        path.write_text(json.dumps(plan))
+    assert main(["--model", str(RANDOM_MODEL_DIR), "--plan", "dense", "--plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+
+
+def test_a_table_row_with_a_bad_plan_is_named_before_any_run(tmp_path, capsys, monkeypatch):
+    _no_work(monkeypatch)
+    (tmp_path / "bad.json").write_text(json.dumps({"layers": {"0": "full", "1": "sideways"}}))
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"reference": {"model": str(RANDOM_MODEL_DIR)},
+                                 "rows": [{"name": "dense"}, {"name": "broken", "plan": "bad.json"}]}))
+    assert main(["--table", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert "'broken'" in err and "sideways" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("extra, says", [(["--json", "{tmp}/no/such/dir/r.json"], "does not exist"),
+                                         (["--markdown", "{tmp}"], "is a directory"),
+                                         (["--n", "0"], "--n"),
+                                         (["--backend", "onnxruntime"], "--backend goes with --build")])
+def test_bad_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, extra, says):
+    _no_work(monkeypatch)
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    assert main(["--model", str(RANDOM_MODEL_DIR), *extra]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+
+
+def test_a_plan_without_a_model_is_refused(tmp_path, capsys):
+    assert main(["--build", str(tmp_path), "--plan", "dense"]) == 2
+    assert "--plan goes with --model" in capsys.readouterr().err
+
+
+def test_progress_off_a_terminal_is_a_line_every_tenth_with_time_and_rate():
+    out = io.StringIO()  # not a terminal
+    progress = Progress("run", 20, out)
+    for i in range(1, 21):
+        progress.update(i)
+    lines = out.getvalue().splitlines()
+    assert [line.split(":")[1].split(",")[0].strip() for line in lines] == [f"{i}/20" for i in range(2, 21, 2)]
+    assert all(line.startswith("run: ") and " s, " in line and line.endswith(" items/s") for line in lines)
+    assert "\r" not in out.getvalue()
+
+
+def test_progress_off_a_terminal_also_reports_after_a_pause(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(evaluate, "PROGRESS_EVERY_S", 0.0)  # every pause is long enough
+    progress = Progress("run", 100, out)
+    for i in range(1, 4):
+        progress.update(i)
+    assert [line.split(",")[0] for line in out.getvalue().splitlines()] == ["run: 1/100", "run: 2/100", "run: 3/100"]
