@@ -14,7 +14,7 @@ Each layout gives a `{their_key: our_key}` map (our_key None: a tensor we knowin
 tensor must be consumed and every shape must match, or `CheckpointError` lists what did not match.
 Weights come from (sharded) safetensors, or pytorch_model*.bin read only with weights_only=True.
 `lm_head.weight` is used whenever present, whatever tie_word_embeddings says. Weights are cast into
-the fp32 model.
+the fp32 model. A transformers FastVLM's input size and the tokenizer come from checkpoint_files.py.
 """
 
 from __future__ import annotations
