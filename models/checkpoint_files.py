@@ -109,7 +109,7 @@ def _tokenizer_kind(path: Path, config: dict) -> str:
             raise CheckpointError(f"{path / 'tokenizer_config.json'}: tokenizer_class {cls!r} is not converted; "
                                   f"known: {', '.join(sorted(KNOWN_TOKENIZER_CLASSES))} (or ship a tokenizer.json)")
         kind = KNOWN_TOKENIZER_CLASSES[cls]
-        if (has_spm, has_bpe)[kind == "qwen2"]:
+        if has_bpe if kind == "qwen2" else has_spm:
             return kind
         needs = "tokenizer.model" if kind == "sentencepiece" else "vocab.json and merges.txt"
         raise CheckpointError(f"{path}: tokenizer_class {cls} needs {needs}, not found")
@@ -150,7 +150,7 @@ def _from_sentencepiece(path: Path, config: dict):
                                     + strip)
     pieces = extractor.proto.pieces  # unknown (2) and control (3) pieces are special; user-defined (4) are not
     tok.add_special_tokens([_added(p.piece, special=True) for p in pieces if p.type in (2, 3)])
-    tok.add_tokens([_added(p.piece, special=False) for p in pieces if p.type == 4])
+    tok.add_tokens([_added(p.piece, special=False, normalized=False) for p in pieces if p.type == 4])
     tok.post_processor = _bos_eos(tok, file, trainer, config)
     return tok
 
@@ -162,7 +162,10 @@ def _from_vocab_merges(path: Path):
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise CheckpointError(f"{path / 'vocab.json'}: expected an object of token -> id")
     merges = []
-    lines = (path / "merges.txt").read_text(encoding="utf-8").splitlines()
+    try:
+        lines = (path / "merges.txt").read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path / 'merges.txt'}: not UTF-8 text ({e})") from None
     for n, line in enumerate(lines, 1):
         if not line.strip() or (n == 1 and line.startswith("#version")):
             continue
@@ -187,15 +190,19 @@ def _added(content: str, special: bool, **flags):
 def _add_tokens(tok, path: Path, config: dict) -> None:
     """The release's added tokens, in id order, each checked to land on its own id."""
     decoder = config.get("added_tokens_decoder")
-    if decoder:
-        where = path / "tokenizer_config.json"
-        entries = sorted((int(i), t["content"], bool(t.get("special")), t) for i, t in decoder.items())
-    elif (path / "added_tokens.json").is_file():
-        where = path / "added_tokens.json"
-        specials = _special_token_names(path)
-        entries = sorted((int(i), c, c in specials, {}) for c, i in read_json(where).items())
-    else:
-        return
+    where = path / ("tokenizer_config.json" if decoder else "added_tokens.json")
+    try:
+        if decoder:
+            entries = sorted((int(i), t["content"], bool(t.get("special")), t) for i, t in decoder.items())
+        elif where.is_file():
+            specials = _special_token_names(path)
+            entries = sorted((int(i), c, c in specials, {}) for c, i in read_json(where).items())
+        else:
+            return
+    except CheckpointError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: added tokens not spelled as id -> token ({type(e).__name__}: {e})") from None
     for want, content, special, flags in entries:
         token = _added(content, special, **{k: v for k, v in flags.items() if k != "special" and k != "content"})
         if special:

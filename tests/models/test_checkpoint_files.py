@@ -318,3 +318,14 @@ def test_what_cannot_be_converted_is_refused(tmp_path):
     (path / "tokenizer.model").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="not a SentencePiece model"):
         convert_tokenizer(path)
+
+
+def test_badly_spelled_added_tokens_are_refused(tmp_path):
+    path = write_qwen2_files(tmp_path / "q")
+    (path / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {"x": {"content": "<a>"}}}))
+    with pytest.raises(CheckpointError, match=r"tokenizer_config.json: added tokens not spelled as id -> token"):
+        convert_tokenizer(path)
+    (path / "tokenizer_config.json").unlink()
+    (path / "added_tokens.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"added_tokens.json: added tokens not spelled"):
+        convert_tokenizer(path)
