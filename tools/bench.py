@@ -34,128 +34,20 @@ Exit codes: 0 measured; 2 bad input; 3 a build failed.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import hashlib
 import json
-import os
 import resource
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from runtime.manifest import BuildError, load_manifest
+from tools.bench_report import ratios, roofline, table, vision_kv_comparison
+from tools.build_cache import add_cache_args, ensure_build, entry_key, prune_cache
+from tools.measure import METRICS, gemm_rate, machine, measure, memory_bandwidth, rss_bytes, run_or_exit
 
-REPO = Path(__file__).resolve().parents[1]
 BACKEND_TARGET = {"executorch": "executorch", "onnxruntime": "onnx", "torch": "onnx"}  # torch runs a build's weights
-METRICS = ("image_encode_s", "prefill_s", "ttft_s", "decode_tok_s")
-CACHE_MAX_GB = 20.0  # a full-size fp32 FastVLM-0.5B build holds 5.2 GB: its .pte and the weights it was checked against
-
-
-PACKAGES = ("models", "export", "runtime", "data", "tools")  # the repository's own top-level packages
-
-
-def imported_sources(*roots: Path) -> list[Path]:
-    """The repository's Python files that `roots` import, directly or through each other, read from their
-    source: every import statement counts, those inside functions too."""
-    seen, todo = set(), [r.resolve() for r in roots]
-    while todo:
-        path = todo.pop()
-        if path in seen or not path.is_file():
-            continue
-        seen.add(path)
-        package = path.parent.relative_to(REPO).parts
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name.split(".") for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = list(package[:len(package) - node.level + 1]) if node.level else []
-                base += node.module.split(".") if node.module else []
-                names = [base] + [base + [a.name] for a in node.names]
-            else:
-                continue
-            for parts in (p for p in names if p and p[0] in PACKAGES):  # a module runs its packages' __init__ first
-                todo += [REPO.joinpath(*parts).with_suffix(".py")]
-                todo += [REPO.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
-    return sorted(seen)
-
-
-def build_key(model: str, plan: dict, image_size: int, max_seq_len: int, target: str) -> str:
-    """Content hash of everything a build depends on: its settings and the source of every module that
-    export/build.py and the target's exporter import (`target` may carry quantization suffixes, e.g.
-    "executorch-8da4w-visionint8"). Editing a module no build imports (models/train.py) keeps the cache."""
-    h = hashlib.sha256(json.dumps([model, plan, image_size, max_seq_len, target], sort_keys=True).encode())
-    for path in imported_sources(REPO / "export" / "build.py", REPO / "export" / f"{target.split('-')[0]}.py"):
-        h.update(str(path.relative_to(REPO)).encode())
-        h.update(path.read_bytes())
-    if Path(model, "model.safetensors").is_file():
-        h.update(str(Path(model, "model.safetensors").stat().st_mtime_ns).encode())
-    return h.hexdigest()[:16]
-
-
-def entry_key(model: str, plan: dict, image_size: int, max_seq_len: int, target: str, quant: str = "none",
-              quant_vision: str = "none", vision_kv: str = "io") -> str:
-    """The cache entry's name of a build: its key, the quantization part of its target."""
-    suffix = ("" if quant == "none" else f"-{quant}") + ("" if quant_vision == "none" else f"-vision{quant_vision}")
-    suffix += "" if vision_kv == "io" else f"-kv{vision_kv}"
-    return build_key(model, plan, image_size, max_seq_len, target + suffix)
-
-
-def ensure_build(model: str, plan_spec: str, plans: dict, image_size: int, max_seq_len: int, target: str,
-                 out: Path, log=print, quant: str = "none", quant_vision: str = "none", vision_kv: str = "io") -> Path:
-    """The cached build directory, built first when absent. A quantized build of a preset (random
-    weights) skips parity: the fidelity floor means nothing without trained weights (README).
-
-    Each build runs in a process of its own: lowering a full-size model leaves the Python heap at
-    its peak (~20 GB), which the measuring process must not carry into loading the programs. `out` is
-    the build's cache entry (`entry_key`)."""
-    plan = plans[plan_spec]
-    built = [p for p in out.glob("*") if (p / "manifest.json").is_file()] if out.is_dir() else []
-    if built:
-        os.utime(out)  # the cache forgets the least recently used builds first
-        return built[0]
-    log(f"[bench] building {target} with plan {plan['name']!r} into {out} ...")
-    argv = ["--target", target, "--model", model, "--plan", plan_spec, "--image-size", str(image_size),
-            "--max-seq-len", str(max_seq_len), "--out", str(out)]
-    if quant != "none":
-        argv += ["--quant", quant] + (["--skip-parity"] if not Path(model).is_dir() else [])
-    if quant_vision != "none":
-        argv += ["--quant-vision", quant_vision]
-    if vision_kv != "io":  # the earlier design fails the one-memory-per-method check by design: not checked
-        argv += ["--vision-kv", vision_kv] + ([] if "--skip-parity" in argv else ["--skip-parity"])
-    code = subprocess.run([sys.executable, str(REPO / "export" / "build.py"), *argv]).returncode
-    if code != 0:
-        raise RuntimeError(f"python export/build.py {' '.join(argv)} failed (exit {code})")
-    return next(p for p in out.glob("*") if (p / "manifest.json").is_file())
-
-
-def tree_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-
-
-def prune_cache(cache: Path, keep: set[str], max_bytes: int, log=print) -> None:
-    """Remove the least recently used entries of `cache` (one directory per build key) other than `keep`
-    until the cache holds at most `max_bytes`. Every source edit a build imports changes its key, so
-    without this a full-size cache only grows (3 to 5 GB a build); the entries in `keep` stay even when
-    they alone exceed the bound."""
-    if not cache.is_dir():
-        return
-    entries = [(e.stat().st_mtime, e, tree_bytes(e)) for e in cache.iterdir() if e.is_dir()]
-    total = sum(size for _, _, size in entries)
-    for _, entry, size in sorted(entries, key=lambda t: t[0]):
-        if total <= max_bytes:
-            break
-        if entry.name in keep:
-            continue
-        shutil.rmtree(entry, ignore_errors=True)
-        total -= size
-        log(f"[cache] removed {entry.name} ({size / 1e9:.1f} GB, least recently used)")
-    if total > max_bytes:
-        log(f"[cache] this run's builds alone hold {total / 1e9:.1f} GB (bound {max_bytes / 1e9:.0f} GB)")
 
 
 def _check_plans(model: str, plans: list[str], image_size: int):
@@ -173,17 +65,6 @@ def _check_plans(model: str, plans: list[str], image_size: int):
         raise BuildError(str(e)) from None
 
 
-def rss_bytes() -> int | None:
-    """Resident set size of this process now (Linux), or None."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def conversation(pipe, prompt_tokens: int, seed: int = 0):
     """(ids before the image, pixels, ids after it): the template's prefix, a random image, random ids."""
     from PIL import Image
@@ -196,65 +77,6 @@ def conversation(pipe, prompt_tokens: int, seed: int = 0):
     before, _ = pipe.tokenizer.encode_prompt("", with_image=True)
     allowed = np.setdiff1d(np.arange(pipe.tokenizer.vocab_size), pipe.tokenizer.stop_ids)
     return before, preprocess(image, pipe.manifest["image"]), rng.choice(allowed, prompt_tokens).tolist()
-
-
-def stats(values: list[float]) -> dict:
-    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
-
-
-def gemm_rate(backend: str, n: int = 2048, repeats: int = 5) -> float:
-    """fp32 FLOP/s of an n x n x n linear through the backend (median of repeats)."""
-    x = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    run = _gemm_runner(backend, x)
-    run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / float(np.median(times))
-
-
-def _gemm_runner(backend: str, x: np.ndarray):
-    import torch
-
-    linear = torch.nn.Linear(x.shape[0], x.shape[0], bias=False).eval()
-    xt = torch.from_numpy(x)
-    if backend == "torch":
-        return lambda: linear(xt)
-    if backend == "onnxruntime":
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-
-        w = numpy_helper.from_array(linear.weight.detach().numpy().T.copy(), "w")
-        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))], [w])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        return lambda: session.run(None, {"x": x})
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    from executorch.runtime import Runtime
-
-    buffer = to_edge_transform_and_lower(torch.export.export(linear, (xt,)),
-                                         partitioner=[XnnpackPartitioner()]).to_executorch().buffer
-    program = Runtime.get().load_program(buffer)  # reads `buffer` in place: keep both alive with the method
-    method = program.load_method("forward")
-    return lambda: (buffer, program, method.execute([xt]))[-1]
-
-
-def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes/s of a large copy (read + write), median of repeats."""
-    src = np.ones(megabytes * 2 ** 20 // 4, np.float32)
-    dst = np.empty_like(src)
-    times = []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - t0)
-    return 2 * src.nbytes / float(np.median(times[1:]))
 
 
 def cost_of(build: Path, manifest: dict, prefix_tokens: int, prompt_tokens: int, new_tokens: int) -> dict:
@@ -273,19 +95,6 @@ def cost_of(build: Path, manifest: dict, prefix_tokens: int, prompt_tokens: int,
             "kv_bytes_static": c.kv_bytes_static, "kv_bytes_filled": c.kv_bytes_filled,
             "kv_bytes_ideal": c.kv_bytes_ideal, "decoder_param_bytes": c.decoder_param_bytes,
             "decode_bytes_per_token": c.decoder_param_bytes + c.kv_bytes_filled}
-
-
-def measure(runs: dict, repeats: int, log=print, metrics=METRICS) -> dict:
-    """runs {label: fn() -> timings} -> {label: {metric: stats}}, interleaved A B A B ..."""
-    samples = {label: {} for label in runs}
-    for r in range(repeats + 1):  # the first round warms up and is not kept
-        for label, fn in runs.items():
-            timings = fn()
-            if r:
-                for m, v in timings.items():
-                    samples[label].setdefault(m, []).append(v)
-        log(f"[bench] round {r}/{repeats}" + (" (warm-up)" if r == 0 else ""))
-    return {label: {m: stats(v) for m, v in s.items() if m in metrics} for label, s in samples.items()}
 
 
 def ours(pipe, before, pixels, after, new_tokens: int):
@@ -316,69 +125,6 @@ def stock_runner(build: Path, manifest: dict, before, pixels, after, new_tokens:
                 "decode_tok_s": (s.num_generated_tokens - 1) / decode_ms * 1e3 if decode_ms > 0 else 0.0}
 
     return run
-
-
-def quantized(row: dict) -> bool:
-    return (row["quant"], row["quant_vision"]) != ("none", "none")
-
-
-def ratios(results: list[dict]) -> None:
-    """Adds, to every row, its speed-ups over the first dense row of the same backend (the main model's:
-    rows of an --also model are against it too, quantized rows against the fp32 one). The share of vision
-    prefill time removed needs the text-only floor of the same weights, so a quantized row has none."""
-    dense = {}
-    for r in results:
-        if r["plan"] == "dense":
-            dense.setdefault(r["backend"], r)
-    for r in results:
-        d = dense.get(r["backend"])
-        if d is None:
-            continue
-        t = {m: r["timings"][m]["median"] for m in METRICS}
-        td = {m: d["timings"][m]["median"] for m in METRICS}
-        floor = r["text_only_prefill_s"]
-        r["vs_dense"] = {
-            "prefill_speedup": td["prefill_s"] / t["prefill_s"],
-            "ttft_speedup": td["ttft_s"] / t["ttft_s"],
-            "decode_ratio": t["decode_tok_s"] / td["decode_tok_s"] if td["decode_tok_s"] else None,
-            "vision_prefill_time_removed": (td["prefill_s"] - t["prefill_s"]) / (td["prefill_s"] - floor)
-            if not quantized(r) and td["prefill_s"] > floor else None,
-            "kv_ratio": r["cost"]["kv_bytes_static"] / d["cost"]["kv_bytes_static"],
-            "ttft_bound_s": t["image_encode_s"] + t["prefill_s"],
-        }
-
-
-def roofline(results: list[dict], peaks: dict, bandwidth: float) -> None:
-    """Prefill FLOP rate over the fp32 GEMM peak, decode bytes (fp32 parameters + filled KV) per second over
-    the memory bandwidth. Neither holds for a quantized row (other kernels, fewer bytes): it gets None."""
-    for r in results:
-        t = r["timings"]
-        if quantized(r):
-            r["roofline"] = None
-            continue
-        prefill_rate = r["cost"]["prefill_flops"] / t["prefill_s"]["median"]
-        decode_rate = r["cost"]["decode_bytes_per_token"] * t["decode_tok_s"]["median"]
-        r["roofline"] = {"prefill_flops_per_s": prefill_rate, "prefill_of_gemm_peak": prefill_rate / peaks[r["backend"]],
-                         "decode_bytes_per_s": decode_rate, "decode_of_bandwidth": decode_rate / bandwidth}
-
-
-def table(results: list[dict]) -> str:
-    head = ("| backend | plan | vision tokens | encode ms | prefill ms | TTFT ms | decode tok/s | prefill x | "
-            "vision prefill time removed | KV MiB | graphs MB | prefill % GEMM peak | decode % bandwidth |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in results:
-        t, v = r["timings"], r.get("vs_dense", {})
-        removed = v.get("vision_prefill_time_removed")
-        cells = [r["backend"], r["plan"], str(r["vision_tokens"]), f"{t['image_encode_s']['median'] * 1e3:.1f}",
-                 f"{t['prefill_s']['median'] * 1e3:.1f}", f"{t['ttft_s']['median'] * 1e3:.1f}",
-                 f"{t['decode_tok_s']['median']:.1f}", f"{v.get('prefill_speedup', 1.0):.2f}",
-                 "-" if removed is None else f"{100 * removed:.0f}%", f"{r['cost']['kv_bytes_static'] / 2 ** 20:.1f}",
-                 f"{r['graph_bytes'] / 1e6:.1f}"]
-        roof = r["roofline"]
-        cells += ["-", "-"] if roof is None else [f"{100 * roof['prefill_of_gemm_peak']:.1f}",
-                                                  f"{100 * roof['decode_of_bandwidth']:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _models_and_plans(args) -> tuple[list[tuple[str, str, str]], dict, int]:
@@ -485,30 +231,6 @@ def run(args, log=print) -> dict:
             "results": rows}
 
 
-def vision_kv_comparison(rows: list[dict]) -> list[dict]:
-    """Per planned build measured in both designs: the vision K/V as method outputs/inputs (io, what phones
-    run) over the earlier buffers shared between methods, from the same interleaved run."""
-    out = []
-    for new in [r for r in rows if r["vision_kv"] == "io"]:
-        key = (new["backend"], new["model"], new["quant"], new["quant_vision"])
-        old = [r for r in rows if r["vision_kv"] == "buffers" and r["plan"].replace("+kvbuffers", "") == new["plan"]
-               and (r["backend"], r["model"], r["quant"], r["quant_vision"]) == key]
-        if old:
-            t_new, t_old = new["timings"], old[0]["timings"]
-            out.append({"plan": new["plan"], "backend": new["backend"],
-                        "ttft_new_over_old": t_new["ttft_s"]["median"] / t_old["ttft_s"]["median"],
-                        "decode_new_over_old": t_new["decode_tok_s"]["median"] / t_old["decode_tok_s"]["median"]})
-    return out
-
-
-def machine() -> dict:
-    import platform
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
-
-
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -531,10 +253,7 @@ def parse_args(argv):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-stock-runner", dest="stock_runner", action="store_false",
                     help="do not time ExecuTorch's MultimodalRunner on the dense .pte")
-    ap.add_argument("--cache", default=str(REPO / "build" / "bench"), help="build cache directory")
-    ap.add_argument("--cache-max-gb", type=float, default=CACHE_MAX_GB,
-                    help=f"before building, remove the least recently used cached builds this run does not use "
-                         f"until the cache holds at most this much (default: {CACHE_MAX_GB:g})")
+    add_cache_args(ap)
     ap.add_argument("--compare-vision-kv", action="store_true",
                     help="executorch: also build every planned build in the earlier design (vision K/V in buffers "
                          "shared between methods, export/build.py --vision-kv buffers) and measure it in the same "
@@ -551,18 +270,6 @@ def parse_args(argv):
         also.append((other, [p for p in specs.split(",") if p]))
     args.also = also
     return ap, args
-
-
-def run_or_exit(run_fn, args) -> tuple[dict | None, int]:
-    """(result, 0), or (None, exit code) after one line on stderr: 2 bad input, 3 a build failed."""
-    try:
-        return run_fn(args), 0
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None, 2
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None, 3
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.manifest import BuildError
-from tools.bench import CACHE_MAX_GB, machine, measure, prune_cache, run_or_exit
+from tools.build_cache import add_cache_args, prune_cache
+from tools.measure import machine, measure, run_or_exit
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMES = ("fp32", "int8")
@@ -193,10 +194,7 @@ def main(argv=None) -> int:
                     help="training images the int8 activation ranges are observed on (default: 8)")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for ExecuTorch's threadpool and torch (default: one per core)")
-    ap.add_argument("--cache", default=str(REPO / "build" / "bench"), help="build cache directory")
-    ap.add_argument("--cache-max-gb", type=float, default=CACHE_MAX_GB,
-                    help=f"before each build, remove the least recently used cached entries this run does not use "
-                         f"until the cache holds at most this much (default: {CACHE_MAX_GB:g})")
+    add_cache_args(ap)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     try:

@@ -78,7 +78,7 @@ def test_builds_are_cached_by_content(bench, capsys):
 
 
 def test_the_cache_forgets_the_least_recently_used_entries_a_run_does_not_need(tmp_path):
-    from tools.bench import prune_cache
+    from tools.build_cache import prune_cache
 
     for i, name in enumerate(["old", "mid", "new", "needed"]):
         (tmp_path / name).mkdir()
@@ -125,7 +125,7 @@ def _write(root, files):
 
 
 def test_build_key_covers_the_modules_a_build_imports_and_no_others(tmp_path, monkeypatch):
-    import tools.bench as bench
+    import tools.build_cache as cache
 
     _write(tmp_path, {
         "export/__init__.py": "",
@@ -141,14 +141,14 @@ def test_build_key_covers_the_modules_a_build_imports_and_no_others(tmp_path, mo
         "tools/__init__.py": "",
         "tools/bench.py": "from export import build\n",
     })
-    monkeypatch.setattr(bench, "REPO", tmp_path)
-    got = {str(p.relative_to(tmp_path)) for p in bench.imported_sources(tmp_path / "export" / "build.py",
+    monkeypatch.setattr(cache, "REPO", tmp_path)
+    got = {str(p.relative_to(tmp_path)) for p in cache.imported_sources(tmp_path / "export" / "build.py",
                                                                         tmp_path / "export" / "onnx.py")}
     assert got == {"export/__init__.py", "export/build.py", "export/graphs.py", "export/onnx.py", "models/__init__.py",
                    "models/vlm.py", "models/plan.py", "runtime/__init__.py", "runtime/parity.py"}
 
     def key():
-        return bench.build_key("fastvlm-tiny", {"name": "dense"}, 128, 64, "onnx")
+        return cache.build_key("fastvlm-tiny", {"name": "dense"}, 128, 64, "onnx")
 
     first = key()
     (tmp_path / "models" / "train.py").write_text("# edited\n")
@@ -156,7 +156,7 @@ def test_build_key_covers_the_modules_a_build_imports_and_no_others(tmp_path, mo
     assert key() == first
     (tmp_path / "models" / "plan.py").write_text("import numpy  # edited\n")
     assert key() != first
-    assert bench.build_key("fastvlm-tiny", {"name": "dense"}, 128, 64, "onnx-int8") != key()
+    assert cache.build_key("fastvlm-tiny", {"name": "dense"}, 128, 64, "onnx-int8") != key()
 
 
 def test_int8_vision_needs_the_8da4w_builds(tmp_path, capsys):
