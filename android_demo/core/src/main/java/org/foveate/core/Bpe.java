@@ -28,7 +28,7 @@ final class Bpe {
         if (!type.equals("BPE")) {
             throw new TokenizerException("tokenizer model " + type + " is not supported; supported: BPE");
         }
-        if (!model.isNull("continuing_subword_prefix") || !model.isNull("end_of_word_suffix")) {
+        if (affix(model, "continuing_subword_prefix") || affix(model, "end_of_word_suffix")) {
             throw new TokenizerException("BPE with continuing_subword_prefix or end_of_word_suffix is not supported");
         }
         JSONObject v = model.getJSONObject("vocab");
@@ -149,5 +149,10 @@ final class Bpe {
             symbols.set(best, bestMerge[1]);
             symbols.remove(best + 1);
         }
+    }
+
+    /** Whether the BPE model sets `key` to a non-empty string: "" (Qwen2's files write it) is the same as null. */
+    private static boolean affix(JSONObject model, String key) throws JSONException {
+        return !model.isNull(key) && !model.getString(key).isEmpty();
     }
 }
