@@ -11,7 +11,7 @@ square, triangle; six colours; large or small) sit in distinct cells, and one or
 hold a rendered digit (PIL's built-in FreeType font: nothing is downloaded). With the default
 256 px image and a stride-32 encoder, a cell is 2 x 2 vision tokens.
 
-Questions mirror the seeds' easy / hard finding (DESIGN.md §6):
+Questions mirror the seeds' easy / hard finding (docs/design.md §12):
   easy  (coarse: colour presence, the colour of the only circle, the shape of the only red object)
   hard  (fine-grained: counting, reading the digit in a named corner, the colour of the shape left of
          another, the colour of a small object)

@@ -1,4 +1,4 @@
-"""Choose a model's vision plan from measurements on calibration data (DESIGN.md §5).
+"""Choose a model's vision plan from measurements on calibration data (docs/design.md §11).
 
     python export/calibrate.py --model checkpoints/foveate-tiny --split val --out plan.json
     python export/calibrate.py --model DIR --out plan.json --max-accuracy-drop 1 --max-hard-drop 3 \

@@ -3,7 +3,7 @@
     model = load_model("checkpoints/llava-fastvithd_0.5b_stage3", plan="dense")
     save_model(model, "build/my-model")  # the foveate layout
 
-The layout is read from config.json's `model_type` (facts: /work/shared/CHECKPOINTS.md):
+The layout is read from config.json's `model_type` (facts from the released checkpoints and their authors' code):
   foveate      our own: {"model_type": "foveate", "foveate_version": 1, "config": ModelConfig.to_dict()}
                + model.safetensors with foveate's own keys (any projector, STF included).
   fast_vlm     transformers FastVlmForConditionalGeneration: timm tower, multi_modal_projector, Qwen2.

@@ -5,7 +5,7 @@ FastVLM, and the tokenizer, converted when the release carries no `tokenizer.jso
     tok = convert_tokenizer("checkpoints/MobileVLM_V2-1.7B")  # a tokenizers.Tokenizer; None: has tokenizer.json
     tok.save("tokenizer.json")
 
-Tokenizers (facts: /work/shared/CHECKPOINTS.md §1, §3):
+Tokenizers (facts from the released checkpoints and their authors' code):
   tokenizer.model        MobileVLM V2's SentencePiece BPE, which its code reads with the slow LlamaTokenizer.
                          Converted to the LLaMA tokenizer.json form: normalizer Prepend("▁") + Replace(" ", "▁"),
                          no pre-tokenizer, BPE with byte_fallback, decoder Replace/ByteFallback/Fuse/Strip, post-

@@ -20,7 +20,7 @@ What is counted (checked against `torch.utils.flop_counter.FlopCounterMode` on t
     *_flops_ideal   what the seed papers count and a dynamic-length kernel would do: each query
                     scores only the keys it can see (causal, window, the kept top-k tokens, vision
                     only in vision_heads). Linear layers are the same in both: the image is
-                    prefilled before the question picks its top-k tokens (DESIGN.md §2), so
+                    prefilled before the question picks its top-k tokens (docs/design.md §3), so
                     keep_topk never shrinks the vision prefill, only what later text attends.
   Each text chunk (text before the image, the prompt after it, each decode step) ends with the LM
   head on its last position only, as the decoder does. Vision prefill runs layers up to the last

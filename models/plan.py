@@ -1,6 +1,6 @@
 """The vision plan: a static, per-decoder-layer decision of what the decoder does with vision tokens.
 
-Modes (DESIGN.md §2):
+Modes (docs/design.md §3):
   full   text attends vision + text; vision states updated by the layer; vision K/V stored.
   cross  text attends vision + text; vision states frozen; K/V computed from the frozen states.
   text   text attends text only; vision states frozen; no vision K/V.

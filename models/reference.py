@@ -1,6 +1,6 @@
 """Whole-sequence forward of a planned decoder with explicit masks: no cache, no chunks.
 
-This is the plan's semantics written a second way (DESIGN.md §2), one (S, S) mask per layer and head,
+This is the plan's semantics written a second way (docs/design.md §3), one (S, S) mask per layer and head,
 so that the chunked, cached path in models/decoder.py can be checked against it, and so calibration
 can read every layer's attention over the whole sequence.
 """

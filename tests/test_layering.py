@@ -1,4 +1,4 @@
-"""The layers import downwards only: models <- runtime <- export <- tools (STYLE.md, conventions 1 and 18).
+"""The layers import downwards only: models <- runtime <- export <- tools (docs/design.md §2).
 
 Every import statement counts, those inside functions too; relative imports are resolved first."""
 

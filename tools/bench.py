@@ -1,4 +1,4 @@
-"""Speed of builds, dense vs planned, per backend, measured interleaved in one process (DESIGN.md §8).
+"""Speed of builds, dense vs planned, per backend, measured interleaved in one process (docs/design.md §10).
 
     python -m tools.bench --preset fastvlm-0.5b --image-size 1024 --prompt-tokens 32 --new-tokens 32 \
         --plans dense,plans/example-fastvlm-0.5b.json --backends executorch,onnxruntime --json results.json
@@ -104,7 +104,7 @@ def ours(pipe, before, pixels, after, new_tokens: int):
 
 
 def stock_runner(build: Path, manifest: dict, before, pixels, after, new_tokens: int):
-    """ExecuTorch's own MultimodalRunner on a dense (shared-layout) .pte, as TOOLCHAIN.md describes:
+    """ExecuTorch's own MultimodalRunner on a dense (shared-layout) .pte:
     time to first token and decode rate from its Stats (it stops at an EOS id; rates are per token)."""
     import torch
     from executorch.extension.llm.runner import (GenerationConfig, MultimodalRunner, make_image_input,

@@ -39,7 +39,7 @@ enum BuildLocator {
 
 @MainActor @Observable
 final class DemoModel {
-    static let refreshEvery = 4  // UI updates every few deltas, not every token (TOOLCHAIN.md: ~15% decode cost)
+    static let refreshEvery = 4  // UI updates every few deltas, not every token: a redraw per token costs ~15% of decode
 
     var status = "Loading the build…"
     var buildName = ""

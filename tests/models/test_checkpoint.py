@@ -201,7 +201,7 @@ def test_decoder_matches_transformers(family):
 
 # --------------------------------------------------------------------- original FastVLM release layout
 
-# network index of each timm stage's parts, read off CHECKPOINTS.md §1: 0 stage0, 1 PatchEmbed, 2 stage1,
+# network index of each timm stage's parts, read off the released checkpoint's key names: 0 stage0, 1 PatchEmbed, 2 stage1,
 # 3 PatchEmbed, 4 stage2, 5 PatchEmbed, 6 RepCPE, 7 stage3, 8 PatchEmbed, 9 RepCPE, 10 stage4
 NET_BLOCKS = {0: 0, 1: 2, 2: 4, 3: 7, 4: 10}
 NET_DOWNSAMPLE = {1: 1, 2: 3, 3: 5, 4: 8}
@@ -251,7 +251,7 @@ def to_original_layout(hf_state, vision_hidden):
 
 
 def test_mci3_names_follow_the_conversion_rules():
-    """On the real fastvit_mci3 (meta device): the names CHECKPOINTS.md §1 lists map onto timm's, one to one."""
+    """On the real fastvit_mci3 (meta device): the released checkpoint's names map onto timm's, one to one."""
     with torch.device("meta"):
         tower = timm.create_model("fastvit_mci3", pretrained=False, num_classes=0, inference_mode=True)
     stage_of = network_stages(tower)
@@ -394,7 +394,7 @@ def test_mobilevlm_without_vision_config_uses_the_preset_tower(tmp_path, mobilev
 
 
 def test_real_fastvlm_configs_give_the_real_dims(tmp_path):
-    """The released 0.5B config (values from CHECKPOINTS.md §1) and transformers' default FastVlmConfig
+    """The released 0.5B config (values from its config.json) and transformers' default FastVlmConfig
     (7B), read from config.json plus tensor names only."""
     save_file({"lm_head.weight": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
     original = {"model_type": "llava_qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
