@@ -9,6 +9,7 @@ then one token per step) over the build's KV layout as its manifest records it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +39,16 @@ class Pipeline:
         None for the build's own; manifest: an already loaded (e.g. not yet finalised) manifest;
         backend_options: e.g. memory="per-method" for executorch."""
         self.build_dir = Path(build_dir)
+        t0 = time.perf_counter()
         self.manifest = manifest or load_manifest(self.build_dir)
+        t1 = time.perf_counter()
         self.tokenizer = PromptTokenizer(self.build_dir / self.manifest["tokenizer"], self.manifest["prompt"])
+        t2 = time.perf_counter()
         self.backend = (backend if hasattr(backend, "text")
                         else make_backend(backend, self.build_dir, self.manifest, **backend_options))
         self.kv = KVLayout.from_dict(self.manifest["kv"])
+        # where loading went: the backend's share includes its engine's imports, the graphs and their methods
+        self.load_timings = {"manifest_s": t1 - t0, "tokenizer_s": t2 - t1, "backend_s": time.perf_counter() - t2}
 
     def generate(self, image, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, on_text=None) -> Result:
