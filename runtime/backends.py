@@ -161,6 +161,7 @@ class ExecuTorchBackend(GraphCalls):
                 from executorch.extension.pybindings.portable_lib import _load_for_executorch
 
                 module = _load_for_executorch(str(file))  # loads each method on its first run
+                module.method_names()  # reads the program now: a truncated file fails here, not on a first run
                 self._exec = lambda name, inputs: module.run_method(name, tuple(inputs))
         except RuntimeError as e:
             raise BuildError(f"{file}: ExecuTorch cannot load it ({str(e).splitlines()[0]})") from None
@@ -209,12 +210,14 @@ class OnnxBackend(GraphCalls):
 
 
 def coreml_backend(build_dir: Path, manifest: dict):
-    if sys.platform != "darwin":
-        raise BuildError("Core ML prediction needs macOS 15 or later; on Linux use this build's torch backend "
-                         "(--backend torch) or an executorch/onnx build, and run `python -m runtime.parity --build "
-                         "DIR` on a Mac for the Core ML check")
-    from .coreml_backend import CoreMLBackend
+    from .coreml_backend import CoreMLBackend, check_package
 
+    for spec in manifest["graphs"]["methods"].values():  # a missing or broken package is said first
+        check_package(build_dir / spec["file"])
+    if sys.platform != "darwin":
+        raise BuildError("Core ML prediction needs macOS 15 or later; this build's parity.json records the checks "
+                         f"made at export on this machine; run `python -m runtime.parity --build {build_dir}` on a "
+                         "Mac for the prediction check")
     return CoreMLBackend(build_dir, manifest)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -178,3 +179,97 @@ def test_skip_parity_is_loud_and_recorded(tmp_path, capsys):
     manifest = json.loads((build / "manifest.json").read_text())
     assert manifest["parity"]["skipped"] is True
     assert json.loads((build / "parity.json").read_text()) == {"skipped": True}
+
+
+def _edited_copy(build, dest, section, key, value):
+    shutil.copytree(build, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest[section] = value if key is None else {**manifest[section], key: value}
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section, key, value, words", [
+    ("image", "size", "256px", ["image.size: '256px' is not of type 'integer'"]),
+    ("image", "mean", [0.5, 0.5], ["image.mean: [0.5, 0.5] is too short"]),
+    ("prompt", None, {}, ["prompt: 'before_image' is a required property"]),
+])
+def test_manifest_against_its_schema_is_refused_before_anything_runs(onnx_build, tmp_path, image_dir, capsys,
+                                                                     section, key, value, words):
+    broken = _edited_copy(onnx_build, tmp_path / "broken", section, key, value)
+    code, out, err = run_generate(capsys, broken, "--image", str(image_dir / "rgb.png"), "--prompt", "Hi")
+    assert_one_line_error(code, err, f"{broken / 'manifest.json'}: ", *words)
+    assert out == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli", ["runtime.parity", "tools.evaluate"])
+def test_every_cli_that_loads_a_build_refuses_a_manifest_against_its_schema(onnx_build, tmp_path, capsys, cli):
+    from runtime.parity import main as parity_main
+    from tools.evaluate import main as evaluate_main
+
+    broken = _edited_copy(onnx_build, tmp_path / "broken", "image", "size", -1)
+    main = {"runtime.parity": parity_main, "tools.evaluate": evaluate_main}[cli]
+    code = main(["--build", str(broken)] + (["--n", "2"] if cli == "tools.evaluate" else []))
+    assert_one_line_error(code, capsys.readouterr().err, "image.size: -1 is less than the minimum of 1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("memory", ["shared", "per-method"])
+def test_truncated_pte_is_one_line_naming_the_file(builds, tmp_path, capsys, memory):
+    broken = tmp_path / "broken"
+    shutil.copytree(builds.get("executorch", "mixed"), broken)
+    capsys.readouterr()  # the build's own output
+    program = broken / "model.pte"
+    program.write_bytes(program.read_bytes()[: program.stat().st_size - 1000])
+    code, _, err = run_generate(capsys, broken, "--prompt", "Hi", "--memory", memory)
+    native = re.compile(r"^\[\w+\.cpp:\d+\] ")  # ExecuTorch's C++ log ("File size is too small ..."), its own
+    assert_one_line_error(code, "\n".join(line for line in err.splitlines() if not native.match(line)),
+                          str(program), "ExecuTorch cannot load it")
+
+
+def _break_package(build, how: str) -> Path:
+    """Break one of a Core ML build's packages the way a partial copy would; the file to be named."""
+    package = build / "text_decoder.mlpackage"
+    data = package / "Data" / "com.apple.CoreML"
+    if how == "no Manifest.json":
+        (package / "Manifest.json").unlink()
+        return package
+    if how == "no weights":
+        shutil.rmtree(data / "weights")
+        return package
+    file = data / ("weights/weight.bin" if how == "truncated weights" else "model.mlmodel")
+    file.write_bytes(file.read_bytes()[: file.stat().st_size * 2 // 3])
+    return file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, words", [("no Manifest.json", ["not a Core ML package"]),
+                                        ("no weights", ["incomplete Core ML package", "weights"]),
+                                        ("truncated weights", ["truncated or corrupt Core ML weights"]),
+                                        ("truncated spec", ["corrupt or truncated Core ML model spec"])])
+def test_broken_mlpackage_is_one_line_naming_the_file(builds, tmp_path, capsys, how, words):
+    broken = tmp_path / "broken"
+    shutil.copytree(builds.get("coreml", "mixed"), broken)
+    capsys.readouterr()  # the build's own output
+    named = _break_package(broken, how)
+    code, _, err = run_generate(capsys, broken, "--prompt", "Hi")
+    assert_one_line_error(code, err, f"{named}:", *words)
+
+
+@pytest.mark.slow
+def test_coreml_build_off_macos_is_told_what_was_checked_and_what_to_run_on_a_mac(builds, capsys):
+    from runtime.parity import main as parity_main
+
+    build = builds.get("coreml", "mixed")
+    capsys.readouterr()  # the build's own output
+    for main in (generate_main, parity_main):
+        code = main(["--build", str(build)] + (["--prompt", "Hi"] if main is generate_main else []))
+        err = capsys.readouterr().err
+        if sys.platform == "darwin":  # Core ML predicts there
+            assert code == 0, err
+            continue
+        assert_one_line_error(code, err, "needs macOS 15 or later", "parity.json records the checks made at export",
+                              f"`python -m runtime.parity --build {build}` on a Mac")
+        assert "--backend torch" not in err
