@@ -3,7 +3,8 @@
     python -m runtime.vectors --build build/foveate-tiny-random-dense-onnx --out vectors.json
 
 One JSON file: tokenizer cases, the prompt split, preprocessing of odd images given as raw RGBA8,
-seeded sampling, and every golden case's full sequence of graph calls with their inputs and outputs.
+seeded sampling, every golden case's full sequence of graph calls with their inputs and outputs, and
+manifests the runtime refuses (the build's own, each with one edit).
 Arrays are {"dtype", "shape", "b64"}: the little-endian raw bytes, row-major, base64 (RFC 4648 with
 padding); dtypes float32, float64, int64, int32, uint8 and bool (one byte, 0 or 1). Ports match
 integers and ids exactly and float32 tensors within TOLERANCE (max-abs).
@@ -13,16 +14,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .image import preprocess
-from .manifest import load_manifest
+from .manifest import BuildError, load_manifest
 from .sampler import Sampler, SplitMix64
 from .tokenizer import PromptTokenizer
 
@@ -45,6 +48,24 @@ SAMPLER_LOGITS = (
 )
 SAMPLER_SETTINGS = ((0.0, 1.0, 0), (1.0, 1.0, 0), (0.7, 0.9, 42), (1.5, 0.5, 7), (1.0, 1e-9, 3))
 SPLITMIX_SEEDS = (0, 42)
+BAD_MANIFESTS = (  # name, (op, path, value), what every port's message must mention
+    ("other_schema_version", ("set", ["schema_version"], 1), ["schema version 1"]),
+    ("missing_kv", ("remove", ["kv"], None), ["kv"]),
+    ("missing_text_decoder", ("remove", ["graphs", "methods", "text_decoder"], None), ["text_decoder"]),
+    ("missing_vision_prefill", ("remove", ["graphs", "methods", "vision_prefill"], None), ["vision_prefill"]),
+    ("image_size_text", ("set", ["image", "size"], "256px"), ["image.size"]),
+    ("image_size_zero", ("set", ["image", "size"], 0), ["image.size"]),
+    ("image_size_negative", ("set", ["image", "size"], -256), ["image.size"]),
+    ("image_mean_two_values", ("set", ["image", "mean"], [0.5, 0.5]), ["image.mean"]),
+    ("image_std_zero", ("set", ["image", "std"], [0.0, 1.0, 1.0]), ["image.std"]),
+    ("image_resize_mode_unknown", ("set", ["image", "resize_mode"], "stretch"), ["image.resize_mode"]),
+    ("prompt_empty", ("set", ["prompt"], {}), ["prompt", "before_image"]),
+    ("prompt_without_placeholder", ("set", ["prompt", "after_image"], "no placeholder"), ["prompt.after_image"]),
+    ("target_unknown", ("set", ["target"], "tflite"), ["target"]),
+    ("kv_text_rows_text", ("set", ["kv", "text_rows"], "128"), ["kv.text_rows"]),
+    ("input_dtype_unknown", ("set", ["graphs", "methods", "token_embedding", "inputs", 0, "dtype"], "int8"),
+     ["graphs.methods.token_embedding.inputs[0].dtype"]),
+)
 
 
 class VectorsError(ValueError):
@@ -228,6 +249,45 @@ def _call(call: dict, methods: dict) -> dict:
             "outputs": named(call["outputs"], spec["outputs"], "outputs")}
 
 
+def bad_manifests_section(manifest: dict) -> list[dict]:
+    """The build's manifest with one edit each, and what `load_manifest` says of it (written to a scratch
+    directory and loaded; the message names the file as "manifest.json")."""
+    cases = []
+    for name, (op, path, value), mentions in BAD_MANIFESTS:
+        if path[-1] == "vision_prefill" and manifest["kv"]["layout"] != "split":
+            continue  # only the split layout needs it
+        bad = _edited(manifest, op, path, value)
+        text = json.dumps(bad, indent=1, ensure_ascii=False) + "\n"
+        with tempfile.TemporaryDirectory() as scratch:
+            file = Path(scratch) / "manifest.json"
+            file.write_text(text, encoding="utf-8")
+            try:
+                load_manifest(scratch)
+                error = None
+            except BuildError as e:
+                error = str(e)
+        if error is None or not error.startswith(str(file)):  # accepted, or refused only for its files
+            raise VectorsError(f"bad manifest {name}: its manifest check accepted it ({error})")
+        error = "manifest.json" + error[len(str(file)):]
+        if not all(m in error for m in mentions):
+            raise VectorsError(f"bad manifest {name}: {error!r} does not mention {mentions}")
+        edit = {"op": op, "path": path, **({"value": value} if op == "set" else {})}
+        cases.append({"name": name, "edit": edit, "text": text, "error": error, "mentions": mentions})
+    return cases
+
+
+def _edited(manifest: dict, op: str, path: list, value) -> dict:
+    out = copy.deepcopy(manifest)
+    parent = out
+    for key in path[:-1]:
+        parent = parent[key]
+    if op == "remove":
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return out
+
+
 def build_vectors(build_dir, backend: str | None = None, manifest: dict | None = None) -> dict:
     build_dir = Path(build_dir)
     manifest = manifest or load_manifest(build_dir)
@@ -235,7 +295,8 @@ def build_vectors(build_dir, backend: str | None = None, manifest: dict | None =
     return {"format": FORMAT, "build": manifest["name"], "manifest_schema_version": manifest["schema_version"],
             "tolerance": TOLERANCE, "tokenizer": tokenizer_section(tok, manifest["tokenizer"]),
             "prompt": prompt_section(tok, manifest["prompt"]), "image": image_section(manifest["image"]),
-            "sampler": sampler_section(), "calls": calls_section(build_dir, manifest, backend)}
+            "sampler": sampler_section(), "calls": calls_section(build_dir, manifest, backend),
+            "bad_manifests": bad_manifests_section(manifest)}
 
 
 def write_vectors(build_dir, out_path, backend: str | None = None, manifest: dict | None = None) -> Path:

@@ -1,6 +1,7 @@
 """runtime/vectors.py: the vectors the ports are checked against say what the runtime does, checked independently."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from runtime.image import preprocess
-from runtime.manifest import load_manifest
+from runtime.manifest import BuildError, load_manifest
 from runtime.sampler import Sampler, SplitMix64
 from runtime.vectors import VectorsError, decode_array, encode_array, main, write_vectors
 
@@ -214,3 +215,48 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
     assert not (tmp_path / "v.json").exists()
+
+
+def _apply(manifest: dict, edit: dict) -> dict:
+    """docs/vectors.md's edit, applied independently of runtime/vectors.py."""
+    out = json.loads(json.dumps(manifest))
+    *parents, last = edit["path"]
+    target = out
+    for key in parents:
+        target = target[key]
+    if edit["op"] == "remove":
+        del target[last]
+    else:
+        assert edit["op"] == "set", edit
+        target[last] = edit["value"]
+    return out
+
+
+@pytest.mark.slow
+def test_bad_manifests_are_the_builds_own_with_one_edit_and_load_manifests_refusal(vectors, build, tmp_path):
+    cases = {c["name"]: c for c in vectors["bad_manifests"]}
+    for name in ("other_schema_version", "missing_kv", "missing_text_decoder", "missing_vision_prefill",
+                 "image_size_text", "image_size_zero", "image_size_negative", "image_mean_two_values", "prompt_empty"):
+        assert name in cases, name
+    manifest = json.loads((build / "manifest.json").read_text())
+    for name, case in cases.items():
+        assert json.loads(case["text"]) == _apply(manifest, case["edit"]), name
+        copy = tmp_path / name
+        shutil.copytree(build, copy)
+        (copy / "manifest.json").write_text(case["text"], encoding="utf-8")
+        with pytest.raises(BuildError) as e:
+            load_manifest(copy)
+        assert str(e.value) == case["error"].replace("manifest.json", str(copy / "manifest.json"), 1), name
+        assert "\n" not in case["error"] and all(m in case["error"] for m in case["mentions"]), name
+    assert cases["image_size_text"]["error"] == "manifest.json: image.size: '256px' is not of type 'integer'"
+    assert cases["prompt_empty"]["error"] == "manifest.json: prompt: 'before_image' is a required property"
+    assert cases["image_mean_two_values"]["error"] == "manifest.json: image.mean: [0.5, 0.5] is too short"
+
+
+def test_vectors_of_a_manifest_the_check_accepts_are_refused(monkeypatch):
+    import runtime.vectors as vectors_module
+
+    manifest = {"kv": {"layout": "split"}}
+    monkeypatch.setattr(vectors_module, "load_manifest", lambda d: manifest)
+    with pytest.raises(VectorsError, match="other_schema_version: its manifest check accepted it"):
+        vectors_module.bad_manifests_section(manifest)
