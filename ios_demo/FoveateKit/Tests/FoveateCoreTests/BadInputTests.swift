@@ -38,6 +38,45 @@ final class BadInputTests: XCTestCase {
         }
     }
 
+    /// Each of the vectors' bad manifests (docs/vectors.md): refused, one line, naming what Python's names.
+    func testEveryBadManifestOfTheVectorsIsRefused() throws {
+        let cases = try fixture().vectors.list("bad_manifests")
+        XCTAssertGreaterThanOrEqual(cases.count, 10, "the vectors hold \(cases.count) bad manifests")
+        for c in cases {
+            let name = c["name"]?.string ?? "?"
+            guard let text = c["text"]?.string, let mentions = c["mentions"]?.strings else {
+                return XCTFail("\(name): no text or mentions")
+            }
+            XCTAssertThrowsError(try Manifest.decode(Data(text.utf8)), "\(name) was accepted") {
+                let message = "\($0)"
+                XCTAssertTrue($0 is BuildError, "\(name): \(type(of: $0))")
+                XCTAssertTrue(message.hasPrefix("manifest.json") && !message.contains("\n"), "\(name): \(message)")
+                for m in mentions { XCTAssertTrue(message.contains(m), "\(name): '\(message)' does not mention \(m)") }
+            }
+        }
+    }
+
+    /// The fixture's manifest with one section changed.
+    private func edited(_ f: Fixture, _ section: String, _ change: (inout [String: Any]) -> Void) throws -> Data {
+        let data = try Data(contentsOf: f.buildDirectory.appendingPathComponent("manifest.json"))
+        var m = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+        var part = try XCTUnwrap(m[section] as? [String: Any])
+        change(&part)
+        m[section] = part
+        return try JSONSerialization.data(withJSONObject: m)
+    }
+
+    func testValueAgainstTheSchemaIsRefusedWithItsPath() throws {
+        let f = try fixture()
+        XCTAssertThrowsError(try Manifest.decode(try edited(f, "image") { $0["pad_color"] = [0, 300, 0] })) {
+            XCTAssertEqual("\($0)", "manifest.json: image.pad_color[1]: 300 is greater than the maximum of 255")
+        }
+        XCTAssertThrowsError(try Manifest.decode(try edited(f, "parity") { $0["skipped"] = "no" })) {
+            XCTAssertEqual("\($0)", "manifest.json: parity.skipped: \"no\" is not of type 'boolean'")
+        }
+        XCTAssertNoThrow(try Manifest.decode(try edited(f, "kv") { $0["vision_kv_shape"] = NSNull() }))  // a shared build's
+    }
+
     func testMissingFileIsRefused() throws {
         let f = try fixture()
         let graphs = f.manifest.graphs.files

@@ -12,7 +12,7 @@ import org.json.JSONObject;
 import org.junit.BeforeClass;
 import org.junit.Test;
 
-/** The manifest is read whole or refused with one clear message. */
+/** The manifest is read whole or refused with one clear message naming what is wrong. */
 public class ManifestTest {
     private static File build;
     private static JSONObject json;
@@ -59,7 +59,7 @@ public class ManifestTest {
         JSONObject m = new JSONObject(json.toString());
         m.getJSONObject("graphs").getJSONObject("methods").remove("text_decoder");
         String msg = refusal(m);
-        assertTrue(msg, msg.contains("declares no method text_decoder"));
+        assertEquals("manifest.json: graphs.methods: 'text_decoder' is a required property", msg);
         try {
             Manifest.load(build).method("no_such_method");
             fail();
@@ -72,7 +72,43 @@ public class ManifestTest {
     public void aMissingKeyIsRefused() throws Exception {
         JSONObject m = new JSONObject(json.toString());
         m.remove("kv");
-        assertTrue(refusal(m).contains("lacks required keys: kv"));
+        assertEquals("manifest.json: 'kv' is a required property", refusal(m));
+    }
+
+    @Test
+    public void aValueAgainstTheSchemaIsRefusedWithItsPath() throws Exception {
+        JSONObject m = new JSONObject(json.toString());
+        m.getJSONObject("image").put("pad_color", new org.json.JSONArray("[0, 300, 0]"));
+        assertEquals("manifest.json: image.pad_color[1]: 300 is greater than the maximum of 255", refusal(m));
+        m = new JSONObject(json.toString());
+        m.getJSONObject("kv").put("vision_kv_shape", JSONObject.NULL); // what a shared-layout build writes
+        Manifest.parse(m.toString(), build, "manifest.json");
+        m.getJSONObject("parity").put("skipped", "no");
+        assertEquals("manifest.json: parity.skipped: \"no\" is not of type 'boolean'", refusal(m));
+    }
+
+    /** Each of the vectors' bad manifests (docs/vectors.md): refused, one line, naming what Python's names. */
+    @Test
+    public void everyBadManifestOfTheVectorsIsRefused() throws Exception {
+        org.json.JSONArray cases = Vectors.load().getJSONArray("bad_manifests");
+        assertTrue("the vectors hold " + cases.length() + " bad manifests", cases.length() >= 10);
+        for (int i = 0; i < cases.length(); i++) {
+            JSONObject c = cases.getJSONObject(i);
+            String name = c.getString("name");
+            String msg = null;
+            try {
+                Manifest.parse(c.getString("text"), build, "manifest.json");
+            } catch (BuildException e) {
+                msg = e.getMessage();
+            }
+            assertTrue(name + " was accepted", msg != null);
+            assertTrue(name + ": " + msg, msg.startsWith("manifest.json") && !msg.contains("\n"));
+            org.json.JSONArray mentions = c.getJSONArray("mentions");
+            for (int k = 0; k < mentions.length(); k++) {
+                assertTrue(name + ": '" + msg + "' does not mention " + mentions.getString(k),
+                        msg.contains(mentions.getString(k)));
+            }
+        }
     }
 
     @Test
