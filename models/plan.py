@@ -92,10 +92,17 @@ def load_plan(spec, num_layers: int, num_heads: int, num_vision_tokens: int) -> 
             spec = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise PlanError(f"plan file {path} is not valid JSON: {e}") from None
+        if not isinstance(spec, dict):
+            raise PlanError(f"plan file {path}: a plan is a JSON object, got {_json_kind(spec)}")
         spec.setdefault("name", path.stem)
     if not isinstance(spec, dict):
         raise PlanError(f"a plan is a JSON object, got {type(spec).__name__}")
     return _from_dict(spec, num_layers, num_heads, num_vision_tokens)
+
+
+def _json_kind(value) -> str:
+    kinds = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+    return kinds.get(type(value), "a number")
 
 
 def _from_dict(d: dict, num_layers: int, num_heads: int, num_vision_tokens: int) -> Plan:
