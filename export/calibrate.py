@@ -307,17 +307,19 @@ def write(result: dict, plan_path: Path, report_dir: Path | None) -> None:
         write_report(result, report_dir)
 
 
-def load_for_calibration(model_dir: Path):
-    """The dense model and its prompt tokenizer from a checkpoint directory."""
+def load_for_calibration(model_dir: Path, image_size: int | None = None):
+    """The dense model (at `image_size`, as export/build.py's --image-size) and its prompt tokenizer (converted
+    when the checkpoint has no tokenizer.json) from a checkpoint directory."""
     from runtime.fidelity import model_and_tokenizer
 
-    return model_and_tokenizer(model_dir, "dense")
+    return model_and_tokenizer(model_dir, "dense", image_size=image_size)
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python export/calibrate.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--model", required=True, help="checkpoint directory (config.json, weights, tokenizer.json)")
+    ap.add_argument("--model", required=True, help="checkpoint directory (config.json, weights, a tokenizer)")
+    ap.add_argument("--image-size", type=int, default=None, help="input image side in pixels")
     ap.add_argument("--out", required=True, help="plan JSON to write")
     ap.add_argument("--report", default=None, help="report directory (default: <out without .json>-report)")
     ap.add_argument("--split", default="val", choices=("train", "val"), help="calibration split (default: val)")
@@ -348,6 +350,8 @@ def check_args(args) -> str | None:
         return "--test-n must be 0 or more"
     if args.threads < 1:
         return "--threads must be at least 1"
+    if args.image_size is not None and args.image_size <= 0:
+        return "--image-size must be a positive number of pixels"
     if args.max_accuracy_drop < 0 or args.max_hard_drop < 0:
         return "accuracy drops are points >= 0"
     if args.min_top1_agreement is not None and not 0 <= args.min_top1_agreement <= 1:
@@ -364,7 +368,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     report = Path(args.report) if args.report else out.with_name(out.stem + "-report")
     try:
-        vlm, tok = load_for_calibration(Path(args.model))
+        vlm, tok = load_for_calibration(Path(args.model), args.image_size)
         result = calibrate(vlm, tok, options_from(args))
         write(result, out, report)
     except (ValueError, OSError) as e:  # CheckpointError, TokenizerError and PlanError are ValueErrors

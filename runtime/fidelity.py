@@ -1,10 +1,12 @@
-"""Fidelity helpers: how far a run's answer distribution is from the dense model's.
+"""Fidelity helpers: how far a run's answer distribution is from the dense model's, and the PyTorch model
+with its prompt tokenizer from a checkpoint directory, as export/build.py would load them.
 
 Shared by the plan search (export/calibrate.py) and the evaluation tool (tools/evaluate.py).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +24,75 @@ def _log_softmax(x):
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def model_and_tokenizer(model_dir, plan="dense", tokenizer=None):
-    """The PyTorch model under `plan` (eval mode) and its prompt tokenizer (default: the model's file)."""
-    from models.checkpoint import load_model
+def model_and_tokenizer(model_dir, plan="dense", tokenizer=None, image_size: int | None = None):
+    """The PyTorch model under `plan` (eval mode) at `image_size` (see checkpoint_config), and its prompt
+    tokenizer: `tokenizer` (a tokenizer.json) or the checkpoint's own (see checkpoint_tokenizer)."""
+    vlm = checkpoint_model(model_dir, plan, image_size)
+    tok = prompt_tokenizer(vlm.cfg, tokenizer) if tokenizer else checkpoint_tokenizer(vlm.cfg, model_dir)
+    return vlm, tok
 
-    vlm = load_model(model_dir, plan=plan).eval()
-    return vlm, prompt_tokenizer(vlm.cfg, tokenizer or Path(model_dir) / "tokenizer.json")
+
+def checkpoint_config(model_dir, image_size: int | None = None):
+    """The checkpoint's config (no weights read) at `image_size`, as export/build.py's --image-size: the
+    input side of a checkpoint whose files do not say it, else the encoder run at that side where its
+    weights allow. A CheckpointError says why a size cannot be used."""
+    from models.checkpoint import load_config
+
+    cfg = load_config(model_dir, image_size=image_size)
+    return cfg if image_size is None else resized_config(cfg, image_size)
+
+
+def resized_config(cfg, image_size: int):
+    """cfg with its encoder at `image_size` px, refused when the stride, the projector's grid or the
+    encoder's weights (a CLIP's position embeddings) do not allow that size."""
+    import torch
+
+    from models.checkpoint import CheckpointError
+    from models.vlm import VLM
+
+    if image_size == cfg.vision.image_size:
+        return cfg
+    if image_size <= 0 or image_size % cfg.vision.stride:
+        raise CheckpointError(f"--image-size {image_size} must be a positive multiple of the encoder stride "
+                              f"{cfg.vision.stride}")
+    resized = cfg.replace(vision={"image_size": image_size})
+    if resized.vision.grid % resized.projector.reduction:
+        raise CheckpointError(f"--image-size {image_size} gives a {resized.vision.grid}x{resized.vision.grid} "
+                              f"grid, not divisible by the projector's {resized.projector.reduction}")
+    with torch.device("meta"):  # shapes only: no memory, no weights
+        have, want = (VLM(c).state_dict() for c in (cfg, resized))
+    for name, t in have.items():
+        if want[name].shape != t.shape:
+            raise CheckpointError(f"--image-size {image_size} does not fit this encoder's weights: {name} is "
+                                  f"{tuple(t.shape)} at {cfg.vision.image_size} px, {tuple(want[name].shape)} "
+                                  f"would be needed")
+    return resized
+
+
+def checkpoint_model(model_dir, plan="dense", image_size: int | None = None):
+    """The checkpoint's VLM under `plan` (eval mode), at `image_size` as in checkpoint_config."""
+    from models.checkpoint import load_config, load_model
+    from models.vlm import VLM
+
+    stated = load_config(model_dir, image_size=image_size)
+    if image_size is None or image_size == stated.vision.image_size:
+        return load_model(model_dir, plan=plan, image_size=image_size)
+    sized = VLM(resized_config(stated, image_size), plan).eval()  # the plan resolved at this size's tokens
+    sized.load_state_dict(load_model(model_dir, image_size=image_size).state_dict())
+    return sized
+
+
+def checkpoint_tokenizer(cfg, model_dir):
+    """The prompt tokenizer of a checkpoint: its tokenizer.json, else one converted from tokenizer.model or
+    vocab.json + merges.txt (models/checkpoint_files.py); the checkpoint directory is left as it is."""
+    from models.checkpoint_files import convert_tokenizer
+
+    converted = convert_tokenizer(model_dir)
+    if converted is None:
+        return prompt_tokenizer(cfg, Path(model_dir) / "tokenizer.json")
+    with tempfile.TemporaryDirectory(prefix="foveate-tokenizer-") as tmp:  # read whole, then removed
+        converted.save(str(Path(tmp) / "tokenizer.json"))
+        return prompt_tokenizer(cfg, Path(tmp) / "tokenizer.json")
 
 
 def prompt_tokenizer(cfg, path):

@@ -8,7 +8,8 @@ Per run: exact-match accuracy of the greedy answer (easy, hard, and per question
 the dense model, the top-1 agreement and mean KL(dense || run) of the first answer token's
 distribution. The dense reference of a build is its own weights under the dense plan; of a model,
 the model itself; of a table, its "reference" entry. `--data` picks the task split (default "test",
-which is for reporting only: calibration uses "val").
+which is for reporting only: calibration uses "val"). A model is loaded as export/build.py loads it:
+a tokenizer converted when it has no tokenizer.json, and `--image-size` with the same meaning.
 
 A table file lists runs: {"reference": {"model": DIR}, "rows": [{"name": ..., "model": DIR (default:
 the reference), "plan": "dense" | FILE | {plan JSON}}, ...]}, paths relative to the table file. It
@@ -124,9 +125,11 @@ def run_pipeline(pipe, items, cost: dict | None = None) -> Run:
     return Run(name, answers, np.stack(logits), pipe.kv.vision_tokens, cost)
 
 
-def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None) -> Run:
-    """Answer every item with the PyTorch model under `plan` (no export); tokenizer: default the model's."""
-    vlm, tok = model_and_tokenizer(model_dir, plan, tokenizer)
+def run_model(model_dir, plan, items, name: str | None = None, tokenizer=None,
+              image_size: int | None = None) -> Run:
+    """Answer every item with the PyTorch model under `plan` (no export) at `image_size` (as export/build.py's
+    --image-size); tokenizer: a tokenizer.json, default the checkpoint's own (converted if it has none)."""
+    vlm, tok = model_and_tokenizer(model_dir, plan, tokenizer, image_size)
     return run_vlm(vlm, tok, items, name or f"{Path(model_dir).name} {vlm.plan.name}")
 
 
@@ -191,26 +194,29 @@ def _plan_shape(manifest: dict) -> dict:
 
 # ------------------------------------------------- checking every argument before any work, then the runs
 
-def _checkpoint(model_dir: Path, tokenizer: Path | None = None):
-    """A checkpoint's config (config.json and tensor names only), its tokenizer checked to load."""
-    from models.checkpoint import load_config
-    from runtime.fidelity import prompt_tokenizer
+def _checkpoint(model_dir: Path, tokenizer: Path | None = None, image_size: int | None = None):
+    """A checkpoint's config at `image_size` (config.json and tensor names only), its tokenizer checked to load
+    (the checkpoint's own, converted if need be, unless `tokenizer` names one)."""
+    from runtime.fidelity import checkpoint_config, checkpoint_tokenizer, prompt_tokenizer
 
-    cfg = load_config(model_dir)
-    prompt_tokenizer(cfg, tokenizer or model_dir / "tokenizer.json")
+    cfg = checkpoint_config(model_dir, image_size)
+    if tokenizer:
+        prompt_tokenizer(cfg, tokenizer)
+    else:
+        checkpoint_tokenizer(cfg, model_dir)
     return cfg
 
 
-def _prepare_model(model_dir: Path, specs: list[str]):
+def _prepare_model(model_dir: Path, specs: list[str], image_size: int | None):
     from models.vlm import resolve_plan
 
-    cfg = _checkpoint(model_dir)
+    cfg = _checkpoint(model_dir, image_size=image_size)
     plans = [resolve_plan(cfg, spec) for spec in specs]
 
     def evaluate(items):
-        reference = run_model(model_dir, "dense", items)
-        return [scores(reference if spec == "dense" else run_model(model_dir, plan, items), items, reference)
-                for spec, plan in zip(specs, plans)]
+        reference = run_model(model_dir, "dense", items, image_size=image_size)
+        return [scores(reference if spec == "dense" else run_model(model_dir, plan, items, image_size=image_size),
+                       items, reference) for spec, plan in zip(specs, plans)]
     return evaluate
 
 
@@ -277,6 +283,10 @@ def _argument_problem(args) -> str | None:
         return "--plan goes with --model (a build carries its plan, a table names its own)"
     if args.backend and not args.build:
         return "--backend goes with --build"
+    if args.image_size is not None and not args.model:
+        return "--image-size goes with --model (a build carries its size, a table's models their own)"
+    if args.image_size is not None and args.image_size <= 0:
+        return "--image-size must be a positive number of pixels"
     unwritable = [_unwritable(Path(out)) for out in (args.json, args.markdown) if out]
     return next((u for u in unwritable if u), None)
 
@@ -289,6 +299,7 @@ def main(argv=None) -> int:
     what.add_argument("--table", help="JSON file listing (model, plan) runs")
     ap.add_argument("--plan", action="append", help="with --model: dense or a plan file (repeatable)")
     ap.add_argument("--backend", default=None, help="with --build: torch, executorch, onnxruntime or coreml")
+    ap.add_argument("--image-size", type=int, default=None, help="input image side in pixels")
     ap.add_argument("--split", default="all", choices=("easy", "hard", "all"))
     ap.add_argument("--data", default="test", choices=("train", "val", "test"))
     ap.add_argument("--n", type=int, default=200, help="samples (default: %(default)s)")
@@ -308,7 +319,7 @@ def main(argv=None) -> int:
         elif args.build:
             evaluate = _prepare_build(Path(args.build), args.backend)
         else:
-            evaluate = _prepare_model(Path(args.model), args.plan or ["dense"])
+            evaluate = _prepare_model(Path(args.model), args.plan or ["dense"], args.image_size)
         results = evaluate(load_items(args.data, args.split, args.n))
     except (BuildError, CheckpointError, PlanError, TokenizerError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
