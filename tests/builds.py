@@ -72,12 +72,15 @@ def default_builds(tmp_path_factory):
     (no --model, no --plan). Its vectors.json is what the apps' ports are tested against."""
     done = {}
 
-    def get(target: str = "onnx") -> Path:
-        if target not in done:
-            out = tmp_path_factory.mktemp(f"default-{target}")
-            assert build_main(["--target", target, "--out", str(out)]) == 0
-            (done[target],) = [p for p in out.iterdir() if not p.name.startswith(".")]
-        return done[target]
+    def get(target: str = "onnx", quant: str = "none") -> Path:
+        """`quant` "8da4w" (executorch) or "int8" (onnx): the same model and plan, quantized."""
+        key = (target, quant)
+        if key not in done:
+            out = tmp_path_factory.mktemp(f"default-{target}-{quant}")
+            extra = [] if quant == "none" else ["--quant", quant]
+            assert build_main(["--target", target, "--out", str(out), *extra]) == 0
+            (done[key],) = [p for p in out.iterdir() if not p.name.startswith(".")]
+        return done[key]
 
     return get
 

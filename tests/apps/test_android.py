@@ -169,17 +169,6 @@ def native_lib(tmp_path_factory) -> Path:
     return out / "libfoveate_engine.so"
 
 
-@pytest.fixture(scope="session")
-def quant_build(tmp_path_factory) -> Path:
-    """The README's default model as an 8da4w build (its .pte needs the quantized kernels linked)."""
-    from export.build import main as build_main
-
-    out = tmp_path_factory.mktemp("default-8da4w")
-    assert build_main(["--target", "executorch", "--quant", "8da4w", "--out", str(out)]) == 0
-    (built,) = [p for p in out.iterdir() if not p.name.startswith(".")]
-    return built
-
-
 def _native(java_core, native_lib, dirs: list[Path], tmp_path) -> list[dict]:
     report = tmp_path / "golden-report.json"
     out = run_junit(java_core, "org.foveate.nativeengine.NativeEngineTest",
@@ -203,8 +192,9 @@ def test_native_engine_replays_golden_token_exact(java_core, native_lib, default
     assert {r["layout"] for r in reports} == {"split", "shared"}
 
 
-def test_native_engine_runs_an_8da4w_build(java_core, native_lib, quant_build, tmp_path):
-    (report,) = _native(java_core, native_lib, [quant_build], tmp_path)
+def test_native_engine_runs_an_8da4w_build(java_core, native_lib, default_builds, tmp_path):
+    """The README's default model as an 8da4w build (its .pte needs the quantized kernels linked)."""
+    (report,) = _native(java_core, native_lib, [default_builds("executorch", "8da4w")], tmp_path)
     assert report["quant"] == "8da4w"
 
 

@@ -86,14 +86,14 @@ def test_8da4w_unties_the_head_and_stores_the_embedding_in_int8():
 
 
 @pytest.mark.slow
-def test_8da4w_executorch_build_of_the_trained_model(tmp_path):
+def test_8da4w_executorch_build_of_the_trained_model(default_builds):
     """torchao 8da4w on the decoder's linears (int8 embedding), lowered to XNNPACK. On random weights
     int4 noise alone puts the logits' cosine near 0.93 (no structure to preserve), so this runs on the
     trained model."""
     from tools.evaluate import run_build, run_model, scores
 
-    assert build_main(["--target", "executorch", "--quant", "8da4w", "--out", str(tmp_path)]) == 0
-    build = tmp_path / "foveate-tiny-default-executorch-8da4w"
+    build = default_builds("executorch", "8da4w")
+    assert build.name == "foveate-tiny-default-executorch-8da4w"
     manifest = json.loads((build / "manifest.json").read_text())
     assert manifest["quant"] == "8da4w"
     report = json.loads((build / "parity.json").read_text())
