@@ -8,12 +8,19 @@
 Stages: load -> export/lower/convert -> save -> parity. Everything is written into a temporary
 directory beside the destination and renamed into place only when every stage passed, so an
 interrupted or failed build never leaves a directory that looks complete.
+Each stage prints a line when it starts and ends, the export stage one per method; the command ends with
+a table of what it built: directory, parity verdict, size, and the command to try the build next.
+A Core ML build made off macOS is built with its parity pending (its prediction needs macOS 15 or later):
+parity.json records what was checked on this machine instead, and the command that runs the rest on a Mac.
 Exit codes: 0 built; 1 parity floor missed; 2 bad arguments or input; 3 export failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import shutil
 import sys
 import time
@@ -103,16 +110,35 @@ def build_one(target: str, args, loaded) -> Path:
     tmp.mkdir(parents=True)
     st = Stages(name)
     try:
-        _fill(tmp, target, args, loaded, name, st)
+        report = _fill(tmp, target, args, loaded, name, st, final)
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"[{name}] built {final} ({', '.join(f'{k} {v:.1f}s' for k, v in st.times.items())})")
+    print(f"[{name}] built {final} ({', '.join(f'{k} {v:.1f}s' for k, v in st.times.items())}); "
+          f"{parity_line(report, final)}", flush=True)
     return final
 
 
-def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
+def parity_line(report: dict, build_dir: Path) -> str:
+    """The build's parity in one line: passed with its weakest stage, pending with what was checked, or skipped."""
+    from runtime.parity import verdict
+
+    v = verdict(report)
+    if v == "skipped":
+        return "parity SKIPPED (--skip-parity)"
+    if v == "pending on macOS":
+        checked = report["checked_here"]
+        psnr = ", ".join(f"{k} {c['min_psnr_db']:.1f} dB" for k, c in checked.items() if "min_psnr_db" in c)
+        return (f"parity PENDING (Core ML prediction needs macOS 15 or later; checked here: {psnr}, "
+                f"{len(checked['saved_specs']['methods'])} saved specs); on a Mac: "
+                f"python -m runtime.parity --build {build_dir}")
+    weakest = min(report["stages"].items(), key=lambda kv: kv[1]["psnr_db"])
+    return (f"parity {v} (weakest stage {weakest[0]} {weakest[1]['psnr_db']:.1f} dB, "
+            f"greedy tokens {'match' if report['tokens_match'] else 'differ'})")
+
+
+def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages, final: Path) -> dict:
     from models.checkpoint import save_model
     from runtime.tokenizer import PromptTokenizer
 
@@ -142,11 +168,11 @@ def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
         manifest["checks"] = built["checks"]
     images = artifacts.golden_images(tmp, vlm.cfg.vision.image_size)
     st.run("golden + cost", _golden_and_cost, tmp, manifest, images, tok, vlm)
-    report = {"skipped": True} if args.skip_parity else st.run("parity", _parity, tmp, manifest, target)
+    report = {"skipped": True} if args.skip_parity else st.run("parity", _parity, tmp, manifest, target, final)
     artifacts.write_json(tmp / "parity.json", report)
     if args.skip_parity:
         print(f"[{name}] WARNING: parity skipped (--skip-parity); the manifest says so", flush=True)
-    elif not report.get("passed", False) and report.get("status") != "pending":
+    elif report["passed"] is False:
         from runtime.parity import format_table
 
         print(format_table(report), flush=True)
@@ -157,6 +183,7 @@ def _fill(tmp: Path, target: str, args, loaded, name: str, st: Stages) -> None:
         st.run("vectors", write_vectors, tmp, tmp / "vectors.json", manifest=manifest)
         manifest["vectors"] = "vectors.json"
     artifacts.write_json(tmp / "manifest.json", manifest)  # last: marks the directory complete
+    return report
 
 
 def artifacts_layout_model(vlm, layout):
@@ -178,13 +205,13 @@ def _golden_and_cost(tmp: Path, manifest: dict, images: list[str], tok, vlm) -> 
     artifacts.write_json(tmp / "cost.json", artifacts.cost_section(vlm.cfg, vlm.plan, len(before), len(after)))
 
 
-def _parity(tmp: Path, manifest: dict, target: str) -> dict:
+def _parity(tmp: Path, manifest: dict, target: str, final: Path) -> dict:
     from runtime.check import check_build
 
     if target == "coreml" and sys.platform != "darwin":
-        from export.coreml import linux_parity
+        from export.coreml_checks import local_parity
 
-        return linux_parity(manifest)
+        return local_parity(manifest["checks"], manifest["dtype"], manifest.get("quant", "none"), final)
     return check_build(tmp, manifest=manifest)
 
 
@@ -249,19 +276,65 @@ def main(argv=None) -> int:
     except LoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    built, failed, code = [], None, 0
     for target in targets:
         try:
-            build_one(target, args, loaded)
+            built.append(build_one(target, args, loaded))
+            continue
         except ParityError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 1
+            code = 1
         except KeyboardInterrupt:
             print("interrupted: no build written", file=sys.stderr)
-            return 130
+            code = 130
         except (ValueError, OSError) as e:
             print(f"error: {target} build failed: {e}", file=sys.stderr)
-            return 3
-    return 0
+            code = 3
+        failed = target
+        break
+    print(summary(built, failed), flush=True)
+    return code
+
+
+def _python() -> str:
+    """This interpreter as a user would type it here: .venv/bin/python inside the repository."""
+    rel = os.path.relpath(sys.executable)
+    return rel if not rel.startswith("..") else sys.executable
+
+
+def _megabytes(paths) -> float:
+    files = [f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def next_command(build_dir: Path, manifest: dict) -> str:
+    """The command to try a build: a golden question through runtime.generate where its backend runs here;
+    for a Core ML build elsewhere, its prediction check on a Mac."""
+    if manifest["target"] == "coreml" and sys.platform != "darwin":
+        return f"on macOS 15+: python -m runtime.parity --build {shlex.quote(str(build_dir))}"
+    case = json.loads((build_dir / manifest["golden"]).read_text())["cases"][0]
+    return (f"{_python()} -m runtime.generate --build {shlex.quote(str(build_dir))} "
+            f"--image {shlex.quote(str(build_dir / case['image']))} --prompt {shlex.quote(case['prompt'])}")
+
+
+def summary(built: list[Path], failed: str | None = None) -> str:
+    """A table of the builds: directory, parity verdict, size of the graphs and of the whole directory, and
+    the command to try each next; a target that failed is a row too."""
+    from runtime.parity import verdict
+
+    rows = []
+    for d in built:
+        manifest = json.loads((d / "manifest.json").read_text())
+        report = json.loads((d / manifest["parity"]["file"]).read_text())
+        graphs = _megabytes([d / f for f in manifest["graphs"]["files"]])
+        rows.append((str(d), verdict(report), f"{graphs:.1f} MB", f"{_megabytes([d]):.1f} MB",
+                     next_command(d, manifest)))
+    if failed:
+        rows.append((f"({failed}: nothing written)", "failed", "-", "-", "see the error above"))
+    head = ("build", "parity", "graphs", "on disk", "try it")
+    width = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], width)) + "  " + r[4] for r in [head] + rows]
+    return "\n".join(["", f"{len(built)} build{'s' if len(built) != 1 else ''}:", *lines])
 
 
 if __name__ == "__main__":

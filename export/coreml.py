@@ -25,7 +25,8 @@ ANE prefers: a later option, not the default.
 
 On Linux the saved program is also checked for what can be seen without running it: every state is
 written, no output was folded to a constant, no zero-size tensor. On macOS the build runs the packages
-through runtime/coreml_backend.py (runtime.check, as every target); elsewhere parity is pending.
+through runtime/coreml_backend.py (runtime.check, as every target); elsewhere the prediction check is pending
+and parity.json says what was checked instead (export/coreml_checks.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import json
 import re
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from models.protocol import KVLayout
 from models.vlm import VLM
 
 from . import graphs
+from .coreml_checks import traced_stages
 
 PRECISIONS = ("fp16", "fp32")
 NP_DTYPES = {"float16": np.float16, "float32": np.float32, "int32": np.int32}
@@ -278,74 +279,6 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-# ---------------------------------------------------------------- parity of the traced program
-
-def _inputs(cfg, seed=7, n_prefix=4, n_question=5):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, cfg.decoder.vocab_size, (n_prefix + n_question,), generator=g).tolist()
-    pixels = torch.rand(1, 3, cfg.vision.image_size, cfg.vision.image_size, generator=g)
-    return ids[:n_prefix], pixels, ids[n_prefix:]
-
-
-class TracedRun:
-    """The traced modules handed to coremltools as a runner-protocol engine (models/protocol.py); fp16_kv
-    rounds the K/V state and the vision K/V to fp16 as Core ML stores them."""
-
-    def __init__(self, traced: dict, decl: dict, layout: str, fp16_kv: bool):
-        self.m, self.decl, self.layout, self.fp16 = traced, decl, layout, fp16_kv
-        self.state = dict(traced["text_decoder"].named_buffers())
-        self.state = {s["name"]: self.state[_state_fqn(s["name"])] for s in decl["text_decoder"]["states"]}
-        self.vision_kv_shapes = [t["shape"] for t in decl["text_decoder"]["inputs"][4:]] if layout == "split" else []
-
-    def _kv(self, t):
-        return t.half().float() if self.fp16 else t
-
-    def reset(self):
-        for name, buf in self.state.items():
-            buf.fill_(1.0 if name.endswith("topk_keep") else 0.0)
-        self.vision_kv = [torch.zeros(shape) for shape in self.vision_kv_shapes]
-
-    def embed(self, ids):
-        return self.m["token_embedding"](torch.tensor([ids], dtype=torch.int32))
-
-    def encode_image(self, pixels):
-        return self.m["vision_encoder"](torch.as_tensor(pixels))
-
-    def text(self, embeds, pos: int, slot: int, select: bool):
-        i32 = lambda x: torch.tensor(x, dtype=torch.int32)  # noqa: E731
-        if self.layout == "shared":
-            logits = self.m["text_decoder"](embeds, i32([pos]))
-        else:
-            logits = self.m["text_decoder"](embeds, i32(list(range(pos, pos + embeds.shape[1]))), i32([slot]),
-                                            i32([int(select)]), *self.vision_kv)
-        for buf in self.state.values():
-            buf.copy_(self._kv(buf))
-        return logits[0, -1]
-
-    def prefill_vision(self, vision_embeds, start_pos: int, prefix_embeds):
-        if prefix_embeds is None:
-            prefix_embeds = torch.zeros(1, 1, vision_embeds.shape[-1])
-        out = self.m["vision_prefill"](vision_embeds, torch.tensor([start_pos], dtype=torch.int32), prefix_embeds)
-        self.vision_kv = [self._kv(t) for t in out[1:]]
-
-
-def traced_stages(vlm: VLM, kv: KVLayout, traced: dict, decl: dict, fp16_kv: bool) -> dict:
-    """Parity of the traced program against the eager model (runtime.check's stages), and token match."""
-    from runtime.check import stage_metrics
-
-    from models.protocol import converse
-    from models.vlm import EagerEngine
-
-    before, pixels, after = _inputs(vlm.cfg)
-    ref, run = EagerEngine(vlm), TracedRun(traced, decl, kv.layout, fp16_kv)
-    with torch.no_grad():
-        stages = stage_metrics(ref, run, kv, pixels, before, after, n_decode=3)
-        tokens = [converse(e, kv, before, pixels, after, 3).ids for e in (ref, run)]
-    vlm.decoder.reset()
-    return {"stages": stages, "min_psnr_db": min(s["psnr_db"] for s in stages.values()),
-            "tokens_match": tokens[0] == tokens[1]}
-
-
 # ---------------------------------------------------------------- the target
 
 def quantize_int4(mlm, ct, block_size: int = 32):
@@ -368,14 +301,14 @@ def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, comp
     layout = kv.layout
     start, decl = time.perf_counter(), declared_methods(vlm, kv)
     timings, methods, traced, checks = {}, {}, {}, {"spec": {}}
-    for name, module in coreml_modules(vlm, layout).items():
+    modules = coreml_modules(vlm, layout)
+    for i, (name, module) in enumerate(modules.items(), 1):
+        log(f"{name} ({i}/{len(modules)}): capture and convert ...")
         t0 = time.perf_counter()
         program, traced[name] = capture(module, decl[name])
         t1 = time.perf_counter()
         try:
-            with warnings.catch_warnings():  # state names: dots become underscores, as declared
-                warnings.filterwarnings("ignore", message=r"Input, '.*' has been renamed")
-                mlm = convert(program, decl[name], compute_precision, ct)
+            mlm = convert(program, decl[name], compute_precision, ct)
         except Exception as e:
             raise ValueError(f"Core ML {name}: coremltools could not convert it: {type(e).__name__}: {e}") from e
         if quant == "int4":
@@ -394,7 +327,8 @@ def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, comp
         methods[name] = {"file": path.name, **decl[name], "bytes": _dir_bytes(path)}
         timings[name] = {"capture_s": round(t1 - t0, 2), "convert_s": round(t2 - t1, 2)}
         log(f"{name}: captured {t1 - t0:.1f} s, converted {t2 - t1:.1f} s, {methods[name]['bytes'] / 1e6:.2f} MB, "
-            f"{len(spec['states'])} states")
+            f"{len(spec['states'])} states ({time.perf_counter() - start:.1f} s in all)")
+    log("traced program vs PyTorch eager ...")
     checks["traced_vs_eager"] = traced_stages(vlm, kv, traced, decl, fp16_kv=False)
     checks["traced_vs_eager_fp16_kv"] = traced_stages(vlm, kv, traced, decl, fp16_kv=True)
     log(f"traced vs eager: min PSNR {checks['traced_vs_eager']['min_psnr_db']:.1f} dB, fp16 K/V "
@@ -402,21 +336,3 @@ def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, comp
     timings["total_s"] = round(time.perf_counter() - start, 2)
     return {"files": [m["file"] for m in methods.values()], "timings": timings, "methods": methods, "checks": checks}
 
-
-MAC_PARITY = "python -m runtime.parity --build DIR on macOS 15 or later"
-
-
-def linux_parity(manifest: dict) -> dict:
-    """parity.json of a Core ML build where Core ML cannot run: not a pass. What was checked here (the
-    traced program handed to coremltools against PyTorch eager, by the fp32 floors; the saved specs) is
-    recorded; the device parity is pending until `MAC_PARITY` runs."""
-    from runtime.parity import judge
-
-    checks = manifest["checks"]
-    traced = judge(checks["traced_vs_eager"]["stages"], checks["traced_vs_eager"]["tokens_match"], "fp32")
-    if not traced["passed"]:
-        return {**traced, "status": "failed", "dtype": manifest["dtype"],
-                "checked": "the traced program handed to coremltools, against PyTorch eager"}
-    return {"passed": None, "status": "pending", "dtype": manifest["dtype"], "quant": manifest.get("quant", "none"),
-            "pending": f"device parity needs Core ML: {MAC_PARITY}", "failures": [],
-            "checked_here": {"traced_vs_eager": traced, "saved_specs": checks["spec"]}}

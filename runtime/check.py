@@ -51,12 +51,22 @@ def golden_ids(build_dir: Path, manifest: dict, backend) -> tuple[list[list[int]
     return ids, ids == [c["ids"] for c in golden["cases"]]
 
 
+def torch_is_the_reference(build_dir: Path, manifest: dict) -> str:
+    """Why `--backend torch` is refused, and what to run instead (for a Core ML build, on any machine)."""
+    own = f"`python -m runtime.parity --build {build_dir}`"
+    why = "--backend torch: torch is the reference that parity compares a build's graphs with"
+    if manifest["target"] != "coreml":
+        return f"{why}; {own} checks this build's own graphs"
+    return (f"{why}; for this Core ML build, {own} runs the Core ML prediction check on macOS 15 or later, and "
+            "elsewhere prints the checks its parity.json records from export")
+
+
 def check_build(build_dir: Path, backend: str | None = None, manifest: dict | None = None) -> dict:
     """Parity report of the build's backend (or `backend`) against the PyTorch model."""
     build_dir = Path(build_dir)
     manifest = manifest or load_manifest(build_dir)
     if backend == "torch":
-        raise BuildError("parity compares an exported graph with torch; choose the build's own backend")
+        raise BuildError(torch_is_the_reference(build_dir, manifest))
     kv = KVLayout.from_dict(manifest["kv"])
     ref = TorchBackend(build_dir, manifest)
     out = make_backend(backend, build_dir, manifest)

@@ -6,6 +6,12 @@ PSNR = 20 log10(max|ref| / RMSE), plus exact greedy-token match on the golden pr
 Parity is never fidelity: the reference is the PyTorch model with the *same* plan.
 
     python -m runtime.parity --build build/foveate-tiny-random-mixed-onnx
+
+A Core ML build predicts on macOS 15 or later only. Elsewhere its parity is pending, which is not a pass:
+the command prints what its parity.json records as checked on the build machine (the program handed to
+coremltools against PyTorch eager, the saved specs, with their figures) and the command that runs the
+prediction check on a Mac.
+Exit codes: 0 passed; 1 failed; 2 bad input; 3 pending (a Core ML build off macOS; nothing failed).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ TOKEN_EXACT = {"fp32": True, "fp16": False}
 # measured; a broken graph (wrong scale, swapped or zeroed weights) falls far below 0.99.
 QUANT_COSINE_FLOOR = 0.99
 PSNR_IDENTICAL_DB = 200.0
+EXIT_PENDING = 3
 
 
 def compare(ref, out) -> dict:
@@ -58,7 +65,38 @@ def judge(stages: dict[str, dict], tokens_match: bool | None, dtype: str, quant:
             "tokens_match": tokens_match, "stages": stages}
 
 
-def format_table(report: dict) -> str:
+def verdict(report: dict) -> str:
+    """One word or two for a parity report: passed, failed, pending on macOS, or skipped."""
+    if report.get("skipped"):
+        return "skipped"
+    if report.get("status") == "pending":
+        return "pending on macOS"
+    return "passed" if report["passed"] else "failed"
+
+
+def format_checked_here(report: dict, build_dir=None) -> str:
+    """A Core ML parity report made where Core ML cannot predict: each check made there, with its figures,
+    then the pending prediction check and the command that runs it (for `build_dir` when given)."""
+    lines = []
+    for name, c in report["checked_here"].items():
+        if "stages" in c:
+            figures = (f"min PSNR {c['min_psnr_db']:.1f} dB (floor {c['floor_db']:.0f}), "
+                       f"greedy tokens {'match' if c['tokens_match'] else 'differ'}")
+        else:
+            figures = ", ".join(f"{m} {s['ops']} ops" for m, s in c["methods"].items())
+        lines.append(f"  {name:<25}{'ok' if c['ok'] else 'FAILED':<8}{figures}")
+        lines.append(f"  {'':<33}{c['what']}")
+    if report["status"] != "pending":
+        return "\n".join(["checked on the build machine:", *lines, "FAIL: " + "; ".join(report["failures"])])
+    p = report["pending"]
+    command = f"python -m runtime.parity --build {build_dir}" if build_dir else p["command"]
+    return "\n".join([f"checked on the build machine ({report['dtype']} build):", *lines,
+                      f"PENDING: {p['check']} needs {p['needs']}: run `{command}` there"])
+
+
+def format_table(report: dict, build_dir=None) -> str:
+    if "checked_here" in report:
+        return format_checked_here(report, build_dir)
     lines = [f"{'stage':<22}{'max-abs':>12}{'cosine':>12}{'PSNR dB':>10}"]
     for name, m in report["stages"].items():
         lines.append(f"{name:<22}{m['max_abs']:>12.3g}{m['cosine']:>12.8f}{m['psnr_db']:>10.1f}")
@@ -69,16 +107,45 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def recorded_off_macos(build_dir: Path, manifest: dict) -> str:
+    """What a Core ML build's parity.json says off macOS, where its prediction check cannot run."""
+    from .manifest import BuildError
+
+    path = build_dir / manifest["parity"]["file"]
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{path}: cannot read this build's parity report: {e}") from None
+    mac = f"run `python -m runtime.parity --build {build_dir}` on macOS 15 or later"
+    if report.get("skipped"):
+        return (f"parity was skipped at export (--skip-parity): nothing was checked on the build machine\n"
+                f"PENDING: Core ML prediction against PyTorch eager: {mac}")
+    if "checked_here" not in report:  # built on a Mac: its prediction check, as recorded there
+        return f"recorded at export on macOS:\n{format_table(report)}\nto check again: {mac}"
+    if not isinstance(report.get("pending", {}), dict):
+        raise BuildError(f"{path} is in an earlier form: rebuild, or {mac}")
+    return format_checked_here(report, build_dir)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m runtime.parity", description="Re-check a build's parity.")
+    ap = argparse.ArgumentParser(prog="python -m runtime.parity", description="Re-check a build's parity.",
+                                 epilog="exit codes: 0 passed, 1 failed, 2 bad input, 3 pending (a Core ML "
+                                        "build off macOS: the checks made at export are printed)")
     ap.add_argument("--build", required=True, help="build directory (holds manifest.json)")
     ap.add_argument("--backend", default=None, help="backend to check (default: the build's own)")
     args = ap.parse_args(argv)
-    from .check import check_build  # needs torch: imported only for this command
-    from .manifest import BuildError
+    from .manifest import BuildError, load_manifest
 
+    build_dir = Path(args.build)
     try:
-        report = check_build(Path(args.build), backend=args.backend)
+        manifest = load_manifest(build_dir)
+        if manifest["target"] == "coreml" and sys.platform != "darwin" and args.backend in (None, "coreml"):
+            print(recorded_off_macos(build_dir, manifest))
+            print(json.dumps({"passed": None, "status": "pending"}))
+            return EXIT_PENDING
+        from .check import check_build  # needs torch: imported only for this command
+
+        report = check_build(build_dir, backend=args.backend, manifest=manifest)
     except (BuildError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -209,12 +209,65 @@ def test_coreml_build_on_linux_checks_the_program_and_marks_device_parity_pendin
     assert manifest["dtype"] == "fp16"  # Core ML computes in fp16 by default
     if sys.platform != "darwin":  # pending is not a pass: what was checked here is said apart
         assert report["status"] == "pending" and report["passed"] is None and report["dtype"] == "fp16"
-        assert "python -m runtime.parity --build DIR" in report["pending"]
-        assert report["checked_here"]["traced_vs_eager"]["passed"]
-        assert report["checked_here"]["traced_vs_eager"]["tokens_match"]
+        assert report["pending"]["command"] == f"python -m runtime.parity --build {build}"
+        traced = report["checked_here"]["traced_vs_eager"]
+        assert traced["ok"] and traced["tokens_match"] and traced["min_psnr_db"] >= FLOORS_DB["fp32"]
+        assert set(report["checked_here"]["saved_specs"]["methods"]) == set(manifest["graphs"]["methods"])
         code = generate_main(["--build", str(build), "--prompt", "Hi", "--max-new-tokens", "2"])
         assert code == 2 and "needs macOS" in capsys.readouterr().err
     states = [s for s in manifest["graphs"]["methods"]["text_decoder"]["states"] if "vision" in s["name"]]
     assert states == []  # vision K/V are inputs of the Core ML text decoder, never its state
     code = generate_main(["--build", str(build), "--prompt", "Hi", "--max-new-tokens", "2", "--backend", "torch"])
     assert code == 0
+
+
+@pytest.mark.slow
+def test_parity_of_a_coreml_build_off_macos_is_one_answer(builds, capsys):
+    """runtime.parity prints the checks recorded at export and the Mac command (exit 3, pending, no PASS);
+    --backend torch is refused with the same advice, and following it gives that answer."""
+    import sys
+
+    from runtime.parity import EXIT_PENDING
+    from runtime.parity import main as parity_main
+
+    if sys.platform == "darwin":
+        return  # Core ML predicts there: runtime.parity runs the real check (test_build_meets_parity_floors...)
+    build = builds.get("coreml", "mixed")
+    capsys.readouterr()
+    assert parity_main(["--build", str(build)]) == EXIT_PENDING
+    out = capsys.readouterr().out
+    assert "PASS" not in out and '"passed": null' in out
+    assert "traced_vs_eager" in out and "saved_specs" in out and "min PSNR" in out
+    assert f"`python -m runtime.parity --build {build}`" in out and "macOS 15" in out
+    assert parity_main(["--build", str(build), "--backend", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"`python -m runtime.parity --build {build}`" in err
+    assert "prints the checks" in err and "--backend torch:" in err
+
+
+@pytest.mark.slow
+def test_a_builds_last_line_and_summary_say_pending_for_coreml_and_the_try_command_runs(builds, capsys):
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from export.build import parity_line, summary
+    from runtime.generate import main as generate_main
+
+    onnx, coreml = builds.get("onnx", "dense"), builds.get("coreml", "mixed")
+    capsys.readouterr()
+    table = summary([onnx, coreml], failed="executorch").splitlines()
+    rows = {line.split()[0]: line for line in table if line.startswith(("/", "("))}
+    graphs_mb = sum(f.stat().st_size for f in onnx.glob("*.onnx*")) / 1e6
+    disk_mb = sum(f.stat().st_size for f in onnx.rglob("*") if f.is_file()) / 1e6
+    assert rows[str(onnx)].split()[1:6] == ["passed", f"{graphs_mb:.1f}", "MB", f"{disk_mb:.1f}", "MB"]
+    assert rows["(executorch:"].split()[3] == "failed"
+    command = rows[str(onnx)].split("  ")[-1]
+    argv = shlex.split(command)
+    assert argv[1:3] == ["-m", "runtime.generate"] and Path(argv[0]).absolute() == Path(sys.executable).absolute()
+    assert generate_main(argv[3:] + ["--max-new-tokens", "2"]) == 0  # the command to try it runs as printed
+    if sys.platform != "darwin":
+        assert "pending on macOS" in rows[str(coreml)] and "passed" not in rows[str(coreml)]
+        assert rows[str(coreml)].endswith(f"on macOS 15+: python -m runtime.parity --build {coreml}")
+        line = parity_line(json.loads((coreml / "parity.json").read_text()), coreml)
+        assert "PENDING" in line and "pass" not in line.lower()

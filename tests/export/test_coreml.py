@@ -118,3 +118,64 @@ def test_keep_topk_plan_converts(tmp_path):
     assert "decoder_topk_keep" in states
     assert result["checks"]["traced_vs_eager"]["tokens_match"]
     assert result["checks"]["traced_vs_eager"]["min_psnr_db"] >= 60
+
+
+# ---------------------------------------------------------------- parity where Core ML cannot predict
+
+def _checks(psnr_db=120.0, fp16_kv_psnr_db=80.0, tokens_match=True):
+    """A manifest's "checks" as the build records them, with chosen figures."""
+    def traced(psnr):
+        stages = {s: {"max_abs": 1e-4, "cosine": 0.99999, "psnr_db": psnr + i} for i, s in
+                  enumerate(("vision_embeddings", "prefill_logits", "decode_logits"))}
+        return {"stages": stages, "min_psnr_db": psnr, "tokens_match": tokens_match}
+    spec = {m: {"status": "ok", "ops": 10 + i, "states_written": 0} for i, m in
+            enumerate(("vision_encoder", "token_embedding", "vision_prefill", "text_decoder"))}
+    return {"spec": spec, "traced_vs_eager": traced(psnr_db), "traced_vs_eager_fp16_kv": traced(fp16_kv_psnr_db)}
+
+
+def _values_of(key, tree):
+    if isinstance(tree, dict):
+        return [v for k, v in tree.items() if k == key] + [x for v in tree.values() for x in _values_of(key, v)]
+    return [x for v in tree for x in _values_of(key, v)] if isinstance(tree, list) else []
+
+
+def test_pending_parity_is_no_pass_and_names_the_builds_dtype():
+    from export.coreml_checks import local_parity
+
+    report = local_parity(_checks(), "fp16", "none", "build/foveate-tiny-default-coreml")
+    assert report["passed"] is None and report["status"] == "pending" and report["dtype"] == "fp16"
+    assert _values_of("passed", report) == [None]  # no check made here reads as the build's pass
+    assert _values_of("dtype", report) == ["fp16"]
+    traced = report["checked_here"]["traced_vs_eager"]
+    assert traced["ok"] and traced["min_psnr_db"] == 120.0 and traced["floor_db"] == FLOOR_DB["fp32"]
+    assert report["checked_here"]["traced_vs_eager_fp16_kv"]["floor_db"] == FLOOR_DB["fp16"]
+    assert report["checked_here"]["saved_specs"]["methods"]["text_decoder"]["ops"] == 13
+    assert report["pending"]["command"] == "python -m runtime.parity --build build/foveate-tiny-default-coreml"
+    assert "macOS 15" in report["pending"]["needs"]
+
+
+@pytest.mark.parametrize("checks, failing", [
+    (_checks(psnr_db=40.0), "traced_vs_eager: "),  # under the fp32 floor the traced program is held to
+    (_checks(tokens_match=False), "traced_vs_eager: greedy tokens differ"),
+    (_checks(fp16_kv_psnr_db=20.0), "traced_vs_eager_fp16_kv: "),  # under the fp16 floor
+])
+def test_a_check_made_here_that_misses_its_floor_fails_the_build(checks, failing):
+    from export.coreml_checks import local_parity
+    from runtime.parity import format_table, verdict
+
+    report = local_parity(checks, "fp16", "none", "b")
+    assert report["passed"] is False and report["status"] == "failed" and "pending" not in report
+    assert [f for f in report["failures"] if f.startswith(failing)], report["failures"]
+    assert verdict(report) == "failed" and "FAIL: " in format_table(report)
+
+
+def test_pending_parity_prints_what_was_checked_and_the_mac_command_never_pass():
+    from export.coreml_checks import local_parity
+    from runtime.parity import format_table, verdict
+
+    report = local_parity(_checks(), "fp16", "none", "build/x")
+    text = format_table(report, "elsewhere/x")
+    assert "PASS" not in text and verdict(report) == "pending on macOS"
+    assert "min PSNR 120.0 dB (floor 60)" in text and "min PSNR 80.0 dB (floor 35)" in text
+    assert "text_decoder 13 ops" in text
+    assert "PENDING" in text and "`python -m runtime.parity --build elsewhere/x`" in text
