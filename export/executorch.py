@@ -175,21 +175,24 @@ def quantize_vision_int8(module: torch.nn.Module, example: tuple, calibration: l
     return export(convert_pt2e(observed), example, strict=False)
 
 
-def export_programs(vlm: VLM, kv: KVLayout, vision_int8: bool = False, vision_kv: str = "io") -> dict:
-    """torch.export every method of the layout (static shapes, a bounded dynamic chunk length)."""
+def export_programs(vlm: VLM, kv: KVLayout, vision_int8: bool = False, vision_kv: str = "io", log=None) -> dict:
+    """torch.export every method of the layout (static shapes, a bounded dynamic chunk length); a line
+    through `log` per method."""
     from torch.export import Dim, export
 
     seq = Dim("seq", min=1, max=kv.text_rows - 1)
     specs = graphs.methods(vlm.cfg, kv, vision_kv)
+    log = log or (lambda msg: None)
     programs = {}
     with torch.no_grad():
         for name, module in graphs.wrappers(vlm, kv.layout, vision_kv).items():
-            method = specs[name]
+            t0, method = time.perf_counter(), specs[name]
             if name == "vision_encoder":
                 programs[name] = export_vision_encoder(vlm, graphs.example_inputs(method), vision_int8)
-                continue
-            programs[name] = export(module, graphs.example_inputs(method), strict=False,
-                                    dynamic_shapes=graphs.dynamic_shapes(method, seq))
+            else:
+                programs[name] = export(module, graphs.example_inputs(method), strict=False,
+                                        dynamic_shapes=graphs.dynamic_shapes(method, seq))
+            log(f"torch.export {name}: {time.perf_counter() - t0:.1f} s")
     vlm.decoder.reset()  # export ran the wrappers on example inputs
     return programs
 
@@ -249,21 +252,36 @@ def quantize_8da4w(vlm: VLM, group_size: int = 32) -> VLM:
     return vlm
 
 
-def lower(programs: dict, constant_methods: dict | None = None) -> bytes:
-    """Exported programs -> the bytes of one XNNPACK-delegated .pte."""
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+def lower(programs: dict, constant_methods: dict | None = None, log=None) -> bytes:
+    """Exported programs -> the bytes of one XNNPACK-delegated .pte. Each method is taken to the edge dialect
+    and lowered on its own, with a line through `log` when it starts and when it is done, then the methods
+    are put together for to_executorch: the program `to_edge_transform_and_lower` makes of them all at once
+    (it too lowers them one by one), with the time each took shown."""
+    from executorch.exir import (EdgeCompileConfig, EdgeProgramManager, ExecutorchBackendConfig,
+                                 to_edge_transform_and_lower)
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-    edge = to_edge_transform_and_lower(
-        programs, partitioner={name: [_state_safe_partitioner()] for name in programs},
-        constant_methods=constant_methods, compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    log = log or (lambda msg: None)
+    lowered, start = {}, time.perf_counter()
+    for i, (name, program) in enumerate(programs.items(), 1):
+        log(f"XNNPACK lowering {name} ({i}/{len(programs)}) ...")
+        t0 = time.perf_counter()
+        edge = to_edge_transform_and_lower({name: program}, partitioner={name: [_state_safe_partitioner()]},
+                                           compile_config=EdgeCompileConfig(_check_ir_validity=False))
+        lowered[name] = edge.exported_program(name)
+        log(f"{name} lowered in {time.perf_counter() - t0:.1f} s ({time.perf_counter() - start:.1f} s in all)")
+    edge = EdgeProgramManager(lowered, constant_methods, EdgeCompileConfig(_check_ir_validity=False))
+    t0 = time.perf_counter()
+    log("to_executorch (memory planning, serialization) ...")
     program = edge.to_executorch(ExecutorchBackendConfig(
         extract_delegate_segments=True,
         memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=True),
         sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
         run_reinplace_pass=True, emit_mutable_buffer_names=True))
-    return program.buffer
+    buffer = program.buffer
+    log(f"to_executorch done in {time.perf_counter() - t0:.1f} s")
+    return buffer
 
 
 def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, quant: str = "none",
@@ -272,11 +290,10 @@ def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, quan
     t0 = time.perf_counter()
     if quant == "8da4w":
         vlm = quantize_8da4w(vlm)
-    programs = export_programs(vlm, kv, vision_int8=quant_vision == "int8", vision_kv=vision_kv)
+    programs = export_programs(vlm, kv, vision_int8=quant_vision == "int8", vision_kv=vision_kv, log=log)
     t1 = time.perf_counter()
-    log(f"torch.export of {len(programs)} methods: {t1 - t0:.1f} s")
-    log(f"XNNPACK lowering of {', '.join(programs)} (minutes at full size) ...")
-    buffer = lower(programs, constant_methods(vlm, kv, tokenizer_info))
+    log(f"torch.export of {len(programs)} methods: {t1 - t0:.1f} s; XNNPACK lowering takes minutes at full size")
+    buffer = lower(programs, constant_methods(vlm, kv, tokenizer_info), log)
     t2 = time.perf_counter()
     log(f"XNNPACK lowering + to_executorch: {t2 - t1:.1f} s")
     (out_dir / PTE_NAME).write_bytes(buffer)

@@ -61,8 +61,10 @@ def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, quan
     if external and quant != "none":
         raise ValueError(f"--quant {quant} of an ONNX graph with external weights (over "
                          f"{EXTERNAL_DATA_BYTES / 1e9:.1f} GB) is not supported")
-    for name, module in graphs.wrappers(vlm, kv.layout).items():
-        method, states = specs[name], touched_states(vlm, name, module)
+    wrappers = graphs.wrappers(vlm, kv.layout)
+    for i, (name, module) in enumerate(wrappers.items(), 1):
+        log(f"{name} ({i}/{len(wrappers)}): torch.export and ONNX export ...")
+        t1, method, states = time.perf_counter(), specs[name], touched_states(vlm, name, module)
         buffers = dict(module.named_buffers())
         state_inputs = tuple(torch.zeros_like(buffers[s]) + 0.0 for s in states)  # distinct tensors
         args = graphs.example_inputs(method) + state_inputs
@@ -82,7 +84,8 @@ def build(vlm: VLM, kv: KVLayout, out_dir: Path, tokenizer_info: dict, log, quan
         state_specs = [{"name": s, "shape": list(buffers[s].shape), "dtype": "float32"} for s in states if s in kept]
         unread = [t.name for t in method.inputs if t.name not in kept]  # e.g. prefix_embeds without full layers
         methods[name] = {"file": path.name, "states": state_specs, **({"unread_inputs": unread} if unread else {})}
-        log(f"{name}: {path.stat().st_size / 1e6:.2f} MB")
+        log(f"{name}: {path.stat().st_size / 1e6:.2f} MB in {time.perf_counter() - t1:.1f} s "
+            f"({time.perf_counter() - t0:.1f} s in all)")
     vlm.decoder.reset()
     return {"files": files, "methods": methods, "timings": {"export_s": time.perf_counter() - t0}}
 
