@@ -13,6 +13,7 @@ from export.calibrate import (Budget, Options, Scorer, answer_logits, calibrate,
 from export.random_model import RANDOM_MODEL_DIR
 from models.plan import load_plan
 from models.vlm import VLM, Cursor, resolve_plan
+from tests.releases import files_of, sentencepiece_release, sizeless_fastvlm, vocab_merges_release
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,8 @@ def test_cli_writes_a_loadable_plan_and_its_report(tmp_path):
     (["--model", "no/such/dir"], "config.json"),
     (["--n", "1"], "--n must be at least 2"),
     (["--min-top1-agreement", "1.5"], "between 0 and 1"),
+    (["--image-size", "0"], "--image-size must be a positive"),
+    (["--image-size", "100"], "multiple of the encoder stride 32"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     base = {"--model": str(RANDOM_MODEL_DIR), "--out": str(tmp_path / "p.json"), "--n": "4", "--test-n": "0"}
@@ -186,3 +189,51 @@ def test_the_shipped_plan_is_its_committed_calibration():
     assert budget.allows(result["chosen"], result["dense"])
     assert result["chosen"]["flops"] == min(s["flops"] for s in fits) < result["dense"]["flops"]
     assert result["options"]["split"] == "val" and result["test"]["n"] > 0
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("releases")
+    return {"tokenizer.model": sentencepiece_release(root / "MobileVLM_V2-tiny"),
+            "vocab.json + merges.txt": vocab_merges_release(root / "fastvlm-qwen2"),
+            "sizeless": sizeless_fastvlm(root / "fastvlm-sizeless")}
+
+
+def _calibrate_cli(model, out, *extra):
+    return main(["--model", str(model), "--out", str(out), "--report", str(out.with_suffix("")), "--n", "2",
+                 "--test-n", "0", "--max-accuracy-drop", "100", "--max-hard-drop", "100", *extra])
+
+
+@pytest.mark.parametrize("kind", ["tokenizer.model", "vocab.json + merges.txt"])
+def test_a_release_without_tokenizer_json_is_calibrated(releases, tmp_path, kind):
+    from runtime.fidelity import checkpoint_config
+
+    release, before = releases[kind], files_of(releases[kind])
+    out = tmp_path / "plan.json"
+    assert _calibrate_cli(release, out) == 0
+    assert files_of(release) == before  # the converted tokenizer is not written into the release
+    cfg = checkpoint_config(release)
+    plan = load_plan(str(out), cfg.decoder.num_layers, cfg.decoder.num_heads, cfg.num_vision_tokens)
+    result = json.loads((tmp_path / "plan" / "calibration.json").read_text())
+    assert list(plan.modes) == result["plan"]["modes"] and result["options"]["n"] == 2
+
+
+def test_a_checkpoint_that_does_not_say_its_size_needs_image_size(releases, tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert _calibrate_cli(releases["sizeless"], out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    assert "--image-size" in err and "preprocessor_config.json" in err and not out.exists()
+    vlm, _ = load_for_calibration(releases["sizeless"], 64)
+    assert vlm.plan.is_dense and vlm.cfg.num_vision_tokens == 4  # 64 px at stride 32
+    assert _calibrate_cli(releases["sizeless"], out, "--image-size", "64") == 0
+    plan = load_plan(str(out), vlm.cfg.decoder.num_layers, vlm.cfg.decoder.num_heads, 4)
+    assert plan.name == "auto"
+
+
+def test_image_size_calibrates_at_that_size(tmp_path):
+    vlm, tok = load_for_calibration(RANDOM_MODEL_DIR, 64)
+    assert vlm.cfg.num_vision_tokens == 4  # the checkpoint's own 128 px gives 16
+    dense = Scorer(vlm, prepare(vlm, tok, questions("val", 2), progress=False), tok.stop_ids).dense
+    assert _calibrate_cli(RANDOM_MODEL_DIR, tmp_path / "plan.json", "--image-size", "64") == 0
+    assert json.loads((tmp_path / "plan" / "calibration.json").read_text())["dense"] == dense

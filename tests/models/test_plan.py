@@ -63,6 +63,16 @@ def test_plan_file_errors(tmp_path):
         plan(str(bad))
 
 
+@pytest.mark.parametrize("text", ['["full", "exit"]', "3", "2.5", '"dense"', "null", "true"])
+def test_a_plan_file_that_is_not_an_object_is_refused_naming_the_file(tmp_path, text):
+    file = tmp_path / "p.json"
+    file.write_text(text)
+    with pytest.raises(PlanError) as e:
+        plan(str(file))
+    message = str(e.value)
+    assert str(file) in message and "JSON object" in message and "\n" not in message
+
+
 def test_vision_kv_is_stored_only_where_text_attends_vision():
     dec = make_decoder({"layers": {"0": "full", "1": "cross", "2": "text", "3": "exit"}})
     assert dec.vision_layers == (0, 1)

@@ -2,12 +2,14 @@
 
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 import tools.evaluate as evaluate
 from export.random_model import RANDOM_MODEL_DIR
+from tests.releases import files_of, sentencepiece_release, sizeless_fastvlm, vocab_merges_release
 from tools.evaluate import Progress, Run, main, scores
 
 
@@ -105,7 +107,9 @@ def test_a_table_row_with_a_bad_plan_is_named_before_any_run(tmp_path, capsys, m
 @pytest.mark.parametrize("extra, says", [(["--json", "{tmp}/no/such/dir/r.json"], "does not exist"),
                                          (["--markdown", "{tmp}"], "is a directory"),
                                          (["--n", "0"], "--n"),
-                                         (["--backend", "onnxruntime"], "--backend goes with --build")])
+                                         (["--backend", "onnxruntime"], "--backend goes with --build"),
+                                         (["--image-size", "0"], "--image-size must be a positive"),
+                                         (["--image-size", "100"], "multiple of the encoder stride 32")])
 def test_bad_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, extra, says):
     _no_work(monkeypatch)
     extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
@@ -137,3 +141,72 @@ def test_progress_off_a_terminal_also_reports_after_a_pause(monkeypatch):
     for i in range(1, 4):
         progress.update(i)
     assert [line.split(",")[0] for line in out.getvalue().splitlines()] == ["run: 1/100", "run: 2/100", "run: 3/100"]
+
+
+def test_a_plan_file_that_is_not_an_object_is_refused_naming_it(tmp_path, capsys, monkeypatch):
+    _no_work(monkeypatch)
+    for text in ("[1, 2]", "7", '"exit"'):
+        path = tmp_path / "plan.json"
+        path.write_text(text)
+        assert main(["--model", str(RANDOM_MODEL_DIR), "--plan", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(path) in err and "JSON object" in err and err.count("\n") == 1
+
+
+def test_image_size_goes_with_a_model_only(tmp_path, capsys, monkeypatch):
+    _no_work(monkeypatch)
+    assert main(["--build", str(tmp_path), "--image-size", "256"]) == 2
+    assert "--image-size goes with --model" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("releases")
+    return {"tokenizer.model": sentencepiece_release(root / "MobileVLM_V2-tiny"),
+            "vocab.json + merges.txt": vocab_merges_release(root / "fastvlm-qwen2"),
+            "sizeless": sizeless_fastvlm(root / "fastvlm-sizeless")}
+
+
+@pytest.mark.parametrize("kind", ["tokenizer.model", "vocab.json + merges.txt"])
+def test_a_release_without_tokenizer_json_is_evaluated_with_its_converted_tokenizer(releases, tmp_path, kind):
+    """The same results as the release with its converted tokenizer.json put beside the weights, and the
+    release directory left as it was."""
+    from models.checkpoint_files import convert_tokenizer
+
+    release, before = releases[kind], files_of(releases[kind])
+    assert main(["--model", str(release), "--n", "2", "--json", str(tmp_path / "r.json")]) == 0
+    assert files_of(release) == before
+    with_json = tmp_path / release.name
+    shutil.copytree(release, with_json)
+    convert_tokenizer(release).save(str(with_json / "tokenizer.json"))
+    assert main(["--model", str(with_json), "--n", "2", "--json", str(tmp_path / "j.json")]) == 0
+    (converted,), (saved,) = (json.loads((tmp_path / f).read_text())["results"] for f in ("r.json", "j.json"))
+    assert converted["n"] == 2 and converted["cost"]["prompt_tokens"] > 0
+    assert converted == saved
+
+
+def test_a_checkpoint_that_does_not_say_its_size_needs_image_size(releases, tmp_path, capsys, monkeypatch):
+    with monkeypatch.context() as m:
+        _no_work(m)
+        assert main(["--model", str(releases["sizeless"]), "--n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--image-size" in err and "preprocessor_config.json" in err
+    assert err.count("\n") == 1
+    out = tmp_path / "r.json"
+    assert main(["--model", str(releases["sizeless"]), "--image-size", "64", "--n", "2", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["vision_tokens"] == 4 and result["n"] == 2  # 64 px at stride 32
+
+
+def test_image_size_runs_a_model_that_says_its_size_at_another(tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["--model", str(RANDOM_MODEL_DIR), "--image-size", "96", "--n", "2", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["vision_tokens"] == 9  # 3 x 3 at stride 32; the checkpoint's 128 px gives 16
+
+
+def test_image_size_a_clip_encoder_cannot_take_is_refused_before_any_work(releases, capsys, monkeypatch):
+    _no_work(monkeypatch)
+    assert main(["--model", str(releases["tokenizer.model"]), "--image-size", "112"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit this encoder's weights" in err and "position_embedding" in err and err.count("\n") == 1
