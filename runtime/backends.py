@@ -135,13 +135,17 @@ EXECUTORCH_MEMORY = ("shared", "per-method")
 
 class ExecuTorchBackend(GraphCalls):
     """The .pte through ExecuTorch's runtime, with its methods' memory one of two ways:
-    "shared"      `executorch.runtime`: the methods of one program share their memory arenas;
-    "per-method"  the pybindings Module (`portable_lib`), which, like the Android binding's Module, gives
+    "shared"      one Program (as `executorch.runtime` loads it): its methods share their memory arenas;
+    "per-method"  the pybindings Module (as `portable_lib` loads it), which, like the Android binding's Module, gives
                   each method memory of its own: what a phone runs."""
 
     def __init__(self, build_dir: Path, manifest: dict, memory: str = "shared"):
+        import torch  # first: ExecuTorch's extension links against libtorch
+
         import executorch.kernels.quantized  # noqa: F401 (registers the int8 embedding kernel of 8da4w builds)
-        import torch
+        # The extension itself, which executorch.runtime and portable_lib wrap: both import executorch.exir, and
+        # with it the whole export stack (torch.export, dynamo, torchao), seconds of start-up a runtime never uses.
+        from executorch.extension.pybindings import _C
 
         if memory not in EXECUTORCH_MEMORY:
             raise BuildError(f"unknown ExecuTorch memory mode {memory!r}; valid: {', '.join(EXECUTORCH_MEMORY)}")
@@ -151,16 +155,14 @@ class ExecuTorchBackend(GraphCalls):
         names = list(manifest["graphs"]["methods"])
         try:
             if memory == "shared":
-                from executorch.runtime import Runtime
-
-                program = Runtime.get().load_program(str(file))
-                # Load every method before running any: loading re-initialises initialised buffers (TOOLCHAIN.md).
+                program = _C._load_program(str(file), enable_etdump=False, debug_buffer_size=0,
+                                           program_verification=_C.Verification.InternalConsistency)
+                # Load every method before running any: loading one re-initialises the program's initialised
+                # buffers, which an earlier method may already have written.
                 methods = {name: program.load_method(name) for name in names}
-                self._exec = lambda name, inputs: methods[name].execute(inputs)
+                self._exec = lambda name, inputs: methods[name](inputs)
             else:
-                from executorch.extension.pybindings.portable_lib import _load_for_executorch
-
-                module = _load_for_executorch(str(file))  # loads each method on its first run
+                module = _C._load_for_executorch(str(file))  # loads each method on its first run
                 module.method_names()  # reads the program now: a truncated file fails here, not on a first run
                 self._exec = lambda name, inputs: module.run_method(name, tuple(inputs))
         except RuntimeError as e:
