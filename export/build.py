@@ -231,7 +231,7 @@ def calibrate_plan(args) -> Path:
         raise ValueError(f"{source}: not a checkpoint directory (no config.json)")
     out = Path(args.out) / f"{model_name(source)}-auto-calibration"
     print(f"[calibrate] {source} on {args.calibration_n} validation questions -> {out}", flush=True)
-    vlm, tok = load_for_calibration(Path(source))  # CheckpointError, TokenizerError: ValueErrors
+    vlm, tok = load_for_calibration(Path(source), args.image_size)  # CheckpointError, TokenizerError: ValueErrors
     result = calibrate(vlm, tok, Options(n=args.calibration_n, test_n=args.calibration_n))
     write(result, out / "plan.json", out / "report")
     c = result["chosen"]
