@@ -3,7 +3,7 @@
 Every method goes through the same steps (as Apple's ml-stable-diffusion does): wrap, capture, convert,
 save, read the saved spec back and check it against the declared I/O, check the captured program against
 PyTorch eager. Capture (see `capture`): the stateful text_decoder by `torch.jit.trace`, the path the
-split-kv probes converted with ct.StateType (TOOLCHAIN.md: the torch.export path froze state into constants);
+split-kv probes converted with ct.StateType (the torch.export path froze the state into constants);
 the stateless methods by `torch.export`, because coremltools 9.0 under numpy 2 fails on the `int(size)` ops
 a trace records for static shapes (timm's attention, the vision prefill). The decoder is a private copy
 with two transforms: `use_slice_cache_writes` (index_copy_ converts on neither path; a slice write becomes

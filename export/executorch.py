@@ -3,7 +3,7 @@
 No state crosses methods (export/graphs.py): text_decoder's text K/V are its own mutable buffers, the
 vision K/V are vision_prefill's outputs and text_decoder's inputs, so the .pte runs the same whether the
 runtime gives the methods one memory (Python's `executorch.runtime`) or one each (the Android binding).
-Settings (TOOLCHAIN.md): mutable buffers planned apart from activations (`share_mutable_buffers=True`, so a
+Settings (docs/design.md §9): mutable buffers planned apart from activations (`share_mutable_buffers=True`, so a
 runtime that shares one arena between methods cannot overwrite the text K/V with another method's
 activations), graph inputs not copied (`alloc_graph_input=False`: the vision K/V stay in the caller's
 memory), `run_reinplace_pass=True` (no whole-cache copy per write), and a partitioner that never lets

@@ -3,7 +3,7 @@
 A stateful method becomes stateless here: its state buffers (KV caches, the top-k keep mask) are
 extra inputs named after the buffers, and their new values extra outputs named `<buffer>.out`.
 Exported through torch.export (dynamo exporter, opset 18) with distinct example tensors (the same
-tensor twice is taken as aliased and silently gives a wrong graph; TOOLCHAIN.md).
+tensor twice is taken as aliased and silently gives a wrong graph).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Parity: does an exported graph compute what the PyTorch model computes? (export error, DESIGN.md §4)
+"""Parity: does an exported graph compute what the PyTorch model computes? (export error, docs/design.md §7)
 
 One table of floors, used by the build, the tests and `python -m runtime.parity --build DIR`:
 per stage (vision embeddings, prefill logits, decode logits) max-abs, cosine and

@@ -1,4 +1,4 @@
-"""Test vectors for the Java and Swift ports, recorded from this runtime (DESIGN.md §7; format: docs/vectors.md).
+"""Test vectors for the Java and Swift ports, recorded from this runtime (docs/design.md §13; format: docs/vectors.md).
 
     python -m runtime.vectors --build build/foveate-tiny-random-dense-onnx --out vectors.json
 

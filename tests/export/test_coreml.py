@@ -27,7 +27,7 @@ CASES = {  # name: (projector, plan, layout, compute precision)
     "stf": ({"kind": "stf", "k": 2}, STF_EXIT, "split", "fp16"),
     "cross": (None, {"layers": {"0-3": "cross"}}, "split", "fp16"),
 }
-FLOOR_DB = {"fp32": 60.0, "fp16": 35.0}  # DESIGN.md §4
+FLOOR_DB = {"fp32": 60.0, "fp16": 35.0}  # docs/design.md §7
 
 
 def tiny(name, plan):
