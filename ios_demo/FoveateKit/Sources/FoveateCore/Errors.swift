@@ -2,27 +2,32 @@
 // (runtime/'s BuildError, TokenizerError, ImageError and models/protocol.py's CapacityError).
 import Foundation
 
-public struct BuildError: Error, LocalizedError, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ message: String) { description = message }
+/// An error whose whole text is one line, `description`, which is also what `localizedDescription` shows.
+public protocol OneLineError: Error, LocalizedError, CustomStringConvertible, Sendable {
+    var description: String { get }
+}
+
+extension OneLineError {
     public var errorDescription: String? { description }
 }
 
-public struct TokenizerError: Error, LocalizedError, CustomStringConvertible, Sendable {
+public struct BuildError: OneLineError {
     public let description: String
     public init(_ message: String) { description = message }
-    public var errorDescription: String? { description }
 }
 
-public struct ImageError: Error, LocalizedError, CustomStringConvertible, Sendable {
+public struct TokenizerError: OneLineError {
     public let description: String
     public init(_ message: String) { description = message }
-    public var errorDescription: String? { description }
+}
+
+public struct ImageError: OneLineError {
+    public let description: String
+    public init(_ message: String) { description = message }
 }
 
 /// The conversation does not fit the build's KV cache.
-public struct CapacityError: Error, LocalizedError, CustomStringConvertible, Sendable {
+public struct CapacityError: OneLineError {
     public let description: String
     public init(_ message: String) { description = message }
-    public var errorDescription: String? { description }
 }
