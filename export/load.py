@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import CheckpointError, load_config, load_model
-from models.checkpoint_files import convert_tokenizer
+from models.checkpoint_files import convert_tokenizer, resized_config
 from models.config import PRESETS, preset
 from models.plan import PlanError
 from models.vlm import VLM
@@ -109,13 +109,10 @@ def _checkpoint_model(path: Path, plan, image_size, max_seq_len) -> VLM:
 
 def _resize(cfg, image_size, max_seq_len):
     if image_size is not None:
-        if image_size <= 0 or image_size % cfg.vision.stride:
-            raise LoadError(f"--image-size {image_size} must be a positive multiple of the encoder stride "
-                            f"{cfg.vision.stride}")
-        cfg = cfg.replace(vision={"image_size": image_size})
-        if cfg.vision.grid % cfg.projector.reduction:
-            raise LoadError(f"--image-size {image_size} gives a {cfg.vision.grid}x{cfg.vision.grid} grid, not "
-                            f"divisible by the projector's {cfg.projector.reduction}")
+        try:
+            cfg = resized_config(cfg, image_size)
+        except CheckpointError as e:
+            raise LoadError(str(e)) from None
     if max_seq_len is not None:
         if max_seq_len < 2:
             raise LoadError("--max-seq-len must be at least 2")

@@ -241,3 +241,29 @@ def _bos_eos(tok, file: Path, trainer, config: dict):
     pair = " ".join(filter(None, [single, bos and f"{bos}:1", "$B:1", eos and f"{eos}:1"]))
     special = [(t, tok.token_to_id(t)) for t in (bos, eos) if t]
     return processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
+
+
+def resized_config(cfg, image_size: int):
+    """cfg with its encoder at `image_size` px, refused when the stride, the projector's grid or the
+    encoder's weights (a CLIP's position embeddings) do not allow that size."""
+    import torch
+
+    from models.vlm import VLM
+
+    if image_size == cfg.vision.image_size:
+        return cfg
+    if image_size <= 0 or image_size % cfg.vision.stride:
+        raise CheckpointError(f"--image-size {image_size} must be a positive multiple of the encoder stride "
+                              f"{cfg.vision.stride}")
+    resized = cfg.replace(vision={"image_size": image_size})
+    if resized.vision.grid % resized.projector.reduction:
+        raise CheckpointError(f"--image-size {image_size} gives a {resized.vision.grid}x{resized.vision.grid} "
+                              f"grid, not divisible by the projector's {resized.projector.reduction}")
+    with torch.device("meta"):  # shapes only: no memory, no weights
+        have, want = (VLM(c).state_dict() for c in (cfg, resized))
+    for name, t in have.items():
+        if want[name].shape != t.shape:
+            raise CheckpointError(f"--image-size {image_size} does not fit this encoder's weights: {name} is "
+                                  f"{tuple(t.shape)} at {cfg.vision.image_size} px, {tuple(want[name].shape)} "
+                                  f"would be needed")
+    return resized
